@@ -1,0 +1,75 @@
+"""Service settings, read from ``WAVECLS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = (
+    Path(__file__).resolve().parent.parent / "model_artifacts" / "wavecls.pt"
+)
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process; every field is ``WAVECLS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="WAVECLS_", frozen=True)
+
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH,
+        description="TorchScript artifact; its metadata JSON lies next to it.",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto picks CUDA when available, else the CPU.",
+    )
+    host: str = Field("127.0.0.1", description="Address that `python -m app` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `python -m app`.")
+    workers: int = Field(1, ge=1, description="Worker processes of `python -m app`.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    max_batch_size: int = Field(
+        1024, ge=1, description="Most waveforms accepted in one /classify request."
+    )
+    max_generate_count: int = Field(
+        1000, ge=1, description="Most examples returned by one /generate request."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+
+    batch_max_waveforms: int = Field(
+        256, ge=1, description="Most waveforms coalesced into one forward pass."
+    )
+    batch_wait_ms: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="Longest wait for more requests once others are queued.",
+    )
+    max_queued_waveforms: int = Field(
+        16384, ge=1, description="Queued waveforms beyond which requests get 503."
+    )
+    inference_timeout_s: float = Field(
+        10.0, gt=0.0, description="Time limit of one request's inference."
+    )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads; unset divides the usable CPUs by workers.",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="When set, /classify and /generate need this bearer token."
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the settings read from the environment once per process."""
+    return Settings()

@@ -1,0 +1,40 @@
+"""How many CPUs this process may use, and torch's thread count from that."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> float | None:
+    """Return the cgroup v2 CPU quota in CPUs, or None when unlimited or unknown."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cpus() -> int:
+    """Return the CPUs this process may run on, within any container CPU limit."""
+    cpus = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1
+    )
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
+
+
+def torch_thread_count(configured: int | None, workers: int) -> int:
+    """Return the configured thread count, or the usable CPUs shared among workers."""
+    if configured is not None:
+        return configured
+    return max(1, usable_cpus() // workers)
