@@ -223,7 +223,7 @@ def parse_classify_body(body: bytes, length: int, max_batch_size: int) -> Classi
 
     if "waveform" in data:
         row = data["waveform"]
-        values = _rows_to_array([row], length, [("waveform",)], ["waveform"])
+        values = _rows_to_array([row], length, [("waveform",)], ["waveform 0"])
         return ClassifyInput(values, single=True)
 
     rows = data["waveforms"]

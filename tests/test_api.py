@@ -114,7 +114,7 @@ def test_classify_non_finite_names_position(client: TestClient, literal: str) ->
     assert response.status_code == 422, response.text
     error = response.json()["detail"][0]
     assert error["loc"] == ["body", "waveform", 42]
-    assert "waveform, sample 42: expected a finite number" in error["msg"]
+    assert "waveform 0, sample 42: expected a finite number" in error["msg"]
 
 
 @pytest.mark.parametrize(
