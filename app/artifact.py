@@ -128,7 +128,10 @@ def load_model(model_path: Path, device_name: str) -> LoadedModel:
 
     try:
         with quiet_jit_deprecation():
-            module = torch.jit.load(str(model_path), map_location=device)
+            # torch.jit.load has no type annotations in torch 2.13.
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(model_path), map_location=device
+            )
     except (RuntimeError, ValueError, OSError) as exc:
         raise StartupError(
             f"model artifact at {model_path} could not be loaded by torch "

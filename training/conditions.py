@@ -36,7 +36,8 @@ def add_noise(
     snr = np.broadcast_to(np.asarray(snr_db, dtype=np.float64), (waves.shape[0],))
     noise_power = power / 10 ** (snr[:, None] / 10)
     noise = rng.standard_normal(waves.shape) * np.sqrt(noise_power)
-    return (waves + noise).astype(np.float32)
+    noisy: FloatArray = (waves + noise).astype(np.float32)
+    return noisy
 
 
 @dataclass(frozen=True)

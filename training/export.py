@@ -58,13 +58,17 @@ class ExportedClassifier(nn.Module):
         self.lstm = nn.LSTM(1, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, model.head.out_features)
         self.outlier_head = nn.Linear(hidden_size, 1)
-        with torch.no_grad():
-            self.lstm.weight_ih_l0.copy_(model.cell.input_to_gates.weight)
-            self.lstm.bias_ih_l0.copy_(model.cell.input_to_gates.bias)
-            self.lstm.weight_hh_l0.copy_(model.cell.hidden_to_gates.weight)
-            self.lstm.bias_hh_l0.copy_(model.cell.hidden_to_gates.bias)
-            self.head.load_state_dict(model.head.state_dict())
-            self.outlier_head.load_state_dict(model.outlier_head.state_dict())
+        cell = model.cell
+        self.lstm.load_state_dict(
+            {
+                "weight_ih_l0": cell.input_to_gates.weight,
+                "bias_ih_l0": cell.input_to_gates.bias,
+                "weight_hh_l0": cell.hidden_to_gates.weight,
+                "bias_hh_l0": cell.hidden_to_gates.bias,
+            }
+        )
+        self.head.load_state_dict(model.head.state_dict())
+        self.outlier_head.load_state_dict(model.outlier_head.state_dict())
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Return the last hidden state (B, H) for waveforms (B, T) or (B, T, 1)."""
@@ -72,7 +76,8 @@ class ExportedClassifier(nn.Module):
             waveforms = waveforms.squeeze(2)
         x = standardize(waveforms).unsqueeze(2)  # (B, T, 1)
         _, (hidden, _) = self.lstm(x)  # hidden: (1, B, H)
-        return hidden[0]
+        last: torch.Tensor = hidden[0]
+        return last
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Return class probabilities (B, C)."""

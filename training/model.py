@@ -85,7 +85,8 @@ class WaveformClassifier(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Return class logits (B, C)."""
-        return self.head(self.features(waveforms))
+        logits: torch.Tensor = self.head(self.features(waveforms))
+        return logits
 
     def logits_and_outlier_scores(
         self, waveforms: torch.Tensor

@@ -220,7 +220,7 @@ def train(
             train_accuracy=train_accuracy,
             validation_loss=validation_loss,
             validation_accuracy=validation_accuracy,
-            learning_rate=scheduler.get_last_lr()[0],
+            learning_rate=float(scheduler.get_last_lr()[0]),
             seconds=time.perf_counter() - epoch_started,
         )
         history.append(record)
