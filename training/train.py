@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 # Independent random streams derived from the one training seed.
 TRAIN_STREAM = 1
 VALIDATION_STREAM = 2
-OOD_FIT_STREAM = 3
 OOD_CALIBRATION_STREAM = 4
 
 
