@@ -113,6 +113,9 @@ def _write_atomically(path: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates the file readable by its owner only; the artifact must
+        # be readable by the (often different) user that serves it.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
