@@ -16,6 +16,8 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # The service logs one line per request itself (app.middleware).
+        access_log=False,
     )
 
 

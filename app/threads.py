@@ -13,11 +13,11 @@ def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> float | None:
     """Return the cgroup v2 CPU quota in CPUs, or None when unlimited or unknown."""
     try:
         quota, period = path.read_text().split()[:2]
-    except (OSError, ValueError):
+        if quota == "max":
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
         return None
-    if quota == "max":
-        return None
-    return int(quota) / int(period)
 
 
 def usable_cpus() -> int:

@@ -72,6 +72,7 @@ def start_server(
         "127.0.0.1",
         "--port",
         str(port),
+        "--no-access-log",
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(
