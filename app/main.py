@@ -9,10 +9,15 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
 from app.config import Settings, get_settings
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.lifecycle import lifespan
-from app.routes import classify, generate, health
+from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import router as metrics_router
+from app.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from app.routes import classify, generate, health, page, v2
 from app.schemas import ClassifyBatch, ClassifyOne
+from app.security import api_token_dependencies
 
 DESCRIPTION = """
 Classifies 1-D waveforms of 100 samples as sine, square or sawtooth with a
@@ -41,6 +46,9 @@ def _add_request_schemas(app: FastAPI, settings: Settings) -> dict[str, Any]:
     components["ClassifyBatch"]["properties"]["waveforms"]["maxItems"] = (
         settings.max_batch_size
     )
+    for parameter in schema["paths"]["/generate"]["get"]["parameters"]:
+        if parameter["name"] == "count":
+            parameter["schema"]["maximum"] = settings.max_generate_count
     app.openapi_schema = schema
     return schema
 
@@ -53,12 +61,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = None
     install_error_handlers(app)
-    for module in (classify, generate, health):
-        app.include_router(module.router)
+    token_required = api_token_dependencies(settings)
+    for module in (classify, generate):
+        app.include_router(module.router, dependencies=token_required)
+    app.include_router(health.router)
+    app.include_router(v2.router)
+    app.include_router(v2.infer_router, dependencies=token_required)
+    app.include_router(page.router)
+    app.state.metrics = Metrics()
+    app.include_router(metrics_router)
+    # The last middleware added runs first: request ids cover 413s and 500s.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogMiddleware)
+    install_docs(app)
     app.openapi = lambda: _add_request_schemas(app, settings)  # type: ignore[method-assign]
     return app
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.validation import FLOAT32_MAX
 from training.data import CLASS_NAMES, INPUT_LENGTH
 
 _EXAMPLE_WAVEFORM = [round(((i * 7 % 100) / 50) - 1, 2) for i in range(INPUT_LENGTH)]
 _EXAMPLE_PROBABILITIES = {"sine": 0.0012, "square": 0.0023, "sawtooth": 0.9965}
 
-WaveformList = list[float]
+Sample = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+WaveformList = Annotated[
+    list[Sample], Field(min_length=INPUT_LENGTH, max_length=INPUT_LENGTH)
+]
 
 
 class ClassifyOne(BaseModel):
@@ -23,9 +27,7 @@ class ClassifyOne(BaseModel):
     )
 
     waveform: WaveformList = Field(
-        min_length=INPUT_LENGTH,
-        max_length=INPUT_LENGTH,
-        description=f"{INPUT_LENGTH} finite numbers within float32 range.",
+        description=f"{INPUT_LENGTH} finite numbers within float32 range."
     )
 
 
