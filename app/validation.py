@@ -1,10 +1,11 @@
 """Parse and validate /classify bodies without building a Python object per sample.
 
-FastAPI's pydantic path would build and check one float object per sample; this
-parses the body once with orjson, checks each row's element types in C with
-``map(type, row)``, and converts all rows to one NumPy array. Errors keep
-FastAPI's ``{"detail": [{"type", "loc", "msg", "input"}]}`` shape and name the
-waveform and sample index.
+FastAPI's pydantic path would build and check one float object per sample.
+This module parses the body once with orjson and lets NumPy convert all rows to
+one array, inferring the element type in C. Only when that conversion does not
+yield a numeric array within float32 range does a per-sample scan run, to name
+the invalid samples. Errors keep FastAPI's ``{"detail": [{"type", "loc", "msg",
+"input"}]}`` shape and name the waveform and sample index.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import orjson
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 NUMBER_TYPES = frozenset({int, float})
+# NumPy array kinds of a numeric array: float, signed and unsigned integer.
+NUMERIC_KINDS = frozenset("fiu")
 # Lists longer than this are reported once, not sample by sample.
 MAX_REPORTED_ERRORS = 20
 
@@ -149,28 +152,59 @@ def _row_errors(
     return _sample_errors(row, label, loc)
 
 
-def _rows_to_array(
-    rows: list[Any], length: int, locs: list[tuple[Any, ...]], labels: list[str]
-) -> np.ndarray:
-    # Fast path: every row is a list of the right length holding only ints and
-    # floats, and the values fit float32. Anything else is found by the slow
-    # per-sample scan, which only runs for invalid requests.
-    fast = all(
+def _inferred_array(rows: list[Any], length: int) -> np.ndarray | None:
+    # NumPy infers a float or integer dtype only when every element is an int,
+    # a float or a bool; the caller has ruled out bools. Ragged rows raise, and
+    # strings, nulls, objects and integers beyond 64 bits give other dtypes.
+    try:
+        values = np.array(rows)
+    except (ValueError, OverflowError):
+        return None
+    if values.dtype.kind not in NUMERIC_KINDS or values.shape != (len(rows), length):
+        return None
+    if not np.abs(values).max() <= FLOAT32_MAX:  # NaN fails the comparison too
+        return None
+    return values.astype(np.float32)
+
+
+def _checked_array(rows: list[Any], length: int) -> np.ndarray | None:
+    # Every row is a list of the right length holding only ints and floats,
+    # and the values fit float32; else None.
+    valid_types = all(
         isinstance(row, list)
         and len(row) == length
         and NUMBER_TYPES.issuperset(map(type, row))
         for row in rows
     )
-    if fast:
-        try:
-            values = np.array(rows, dtype=np.float64)
-        except OverflowError:
-            values = None
-        if values is not None:
-            magnitude = np.abs(values)
-            if np.all(magnitude <= FLOAT32_MAX):  # also false for NaN
-                return values.astype(np.float32)
+    if not valid_types:
+        return None
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not np.abs(values).max() <= FLOAT32_MAX:  # NaN fails the comparison too
+        return None
+    return values.astype(np.float32)
 
+
+def _rows_to_array(
+    rows: list[Any], length: int, single: bool, has_booleans: bool
+) -> np.ndarray:
+    # NumPy's own type inference is the fast path, valid only without JSON
+    # booleans, which it would read as 0 and 1. The exact path checks each
+    # element's type. The per-sample scan only runs for invalid requests.
+    values = None if has_booleans else _inferred_array(rows, length)
+    if values is None:
+        values = _checked_array(rows, length)
+    if values is not None:
+        return values
+
+    if single:
+        locs: list[tuple[Any, ...]] = [("waveform",)]
+        labels = ["waveform 0"]
+    else:
+        locs = [("waveforms", index) for index in range(len(rows))]
+        labels = [f"waveform {index}" for index in range(len(rows))]
     errors: list[dict[str, Any]] = []
     for row, loc, label in zip(rows, locs, labels, strict=True):
         errors.extend(_row_errors(row, length, label, loc))
@@ -189,6 +223,11 @@ def parse_classify_body(body: bytes, length: int, max_batch_size: int) -> Classi
         BodyValidationError: the body is not such an object.
     """
     data = decode_json(body)
+    # "true" has a "t" and "false" an "l"; neither letter occurs in numbers or
+    # in the keys "waveform(s)". A single-byte search runs at memchr speed,
+    # where searching for b"true" took 60 us on a 90 kB body. Other words with
+    # those letters ("null", strings) only send the body down the exact path.
+    has_booleans = b"t" in body or b"l" in body
     if not isinstance(data, dict):
         raise BodyValidationError(
             [
@@ -223,7 +262,7 @@ def parse_classify_body(body: bytes, length: int, max_batch_size: int) -> Classi
 
     if "waveform" in data:
         row = data["waveform"]
-        values = _rows_to_array([row], length, [("waveform",)], ["waveform 0"])
+        values = _rows_to_array([row], length, True, has_booleans)
         return ClassifyInput(values, single=True)
 
     rows = data["waveforms"]
@@ -243,6 +282,5 @@ def parse_classify_body(body: bytes, length: int, max_batch_size: int) -> Classi
             f"waveforms: expected 1 to {max_batch_size} waveforms, got {len(rows)}"
         )
         raise BodyValidationError([_error("batch_size", ("waveforms",), message)])
-    locs = [("waveforms", index) for index in range(len(rows))]
-    labels = [f"waveform {index}" for index in range(len(rows))]
-    return ClassifyInput(_rows_to_array(rows, length, locs, labels), single=False)
+    values = _rows_to_array(rows, length, False, has_booleans)
+    return ClassifyInput(values, single=False)

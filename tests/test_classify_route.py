@@ -1,0 +1,86 @@
+"""POST /classify's pure ASGI path: taken when it may be, and alike to FastAPI's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from starlette.types import Receive, Scope, Send
+
+from app.config import Settings
+from app.main import create_app
+from training.data import INPUT_LENGTH, generate
+
+TOKEN = "route-test-token"
+WAVEFORMS = generate(5, 41).waveforms.tolist()
+BODIES = [{"waveform": WAVEFORMS[0]}, {"waveforms": WAVEFORMS}]
+
+
+@pytest.fixture(scope="module")
+def token_client(settings: Settings) -> Iterator[TestClient]:
+    """A client of an application that requires ``TOKEN``: FastAPI's full path."""
+    with_token = settings.model_copy(update={"api_token": SecretStr(TOKEN)})
+    with TestClient(create_app(with_token)) as client:
+        yield client
+
+
+def _refuse_fastapi_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(
+        self: APIRoute, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        raise AssertionError(f"{scope['path']} took FastAPI's path")
+
+    monkeypatch.setattr(APIRoute, "handle", refuse)
+
+
+@pytest.mark.parametrize("body", BODIES, ids=["single", "batch"])
+def test_classify_route_fast_path_serves(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    _refuse_fastapi_path(monkeypatch)
+    response = client.post("/classify", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+@pytest.mark.parametrize("body", BODIES, ids=["single", "batch"])
+def test_classify_route_paths_answer_alike(
+    client: TestClient, token_client: TestClient, body: dict[str, Any]
+) -> None:
+    fast = client.post("/classify", json=body)
+    full = token_client.post(
+        "/classify", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert fast.status_code == full.status_code == 200, (fast.text, full.text)
+    assert fast.json() == full.json()
+
+
+def test_classify_route_token_still_required(token_client: TestClient) -> None:
+    response = token_client.post("/classify", json=BODIES[0])
+    assert response.status_code == 401, response.text
+
+
+def test_classify_route_other_method_405(client: TestClient) -> None:
+    response = client.get("/classify")
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST", response.headers
+
+
+def test_classify_route_errors_keep_status(client: TestClient) -> None:
+    invalid = client.post("/classify", json={"waveform": [0.0] * (INPUT_LENGTH - 1)})
+    assert invalid.status_code == 422, invalid.text
+    assert "expected exactly 100 samples" in invalid.json()["detail"][0]["msg"]
+
+    app: Any = client.app
+    engine, app.state.engine = app.state.engine, None
+    try:
+        loading = client.post("/classify", json=BODIES[0])
+    finally:
+        app.state.engine = engine
+    assert loading.status_code == 503, loading.text
+    assert "not ready" in loading.json()["detail"]
