@@ -290,7 +290,11 @@ class InferenceEngine:
                 predictions,
             )
             for callback in self.on_batch:
-                callback(stats)
+                # A failing observer (metrics) must not stop the batcher.
+                try:
+                    callback(stats)
+                except Exception:
+                    logger.exception("batch callback failed callback=%r", callback)
 
     @staticmethod
     def _deliver(jobs: list[_Job], predictions: Predictions) -> None:
