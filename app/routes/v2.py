@@ -46,7 +46,7 @@ _EXAMPLE_REQUEST = {
 }
 _EXAMPLE_RESPONSE = {
     "model_name": "wavecls",
-    "model_version": "48f5b3d5ac98",
+    "model_version": "14c84d7ba051",
     "id": "42",
     "outputs": [
         {
@@ -65,7 +65,7 @@ _EXAMPLE_RESPONSE = {
 }
 _EXAMPLE_METADATA = {
     "name": "wavecls",
-    "versions": ["48f5b3d5ac98"],
+    "versions": ["14c84d7ba051"],
     "platform": "pytorch_torchscript",
     "inputs": [{"name": "waveform", "datatype": "FP32", "shape": [-1, 100]}],
     "outputs": [
