@@ -50,6 +50,6 @@ def test_classify_fuzz(case: Case[Any], server: Server) -> None:
 
 
 @schema.exclude(path="/classify").parametrize()
-@settings(FUZZ_SETTINGS, max_examples=100)
+@settings(FUZZ_SETTINGS, max_examples=200)
 def test_other_routes_fuzz(case: Case[Any], server: Server) -> None:
     case.call_and_validate(base_url=server.url, timeout=REQUEST_TIMEOUT_S)
