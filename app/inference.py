@@ -7,7 +7,7 @@ yielding to the event loop, so that requests it has already read join the
 batch. It stops when a pass brings no new request, when the batch is full, or
 after ``max_wait_s``. A lone request on an idle service therefore runs at once.
 
-Forward passes run on a dedicated thread, so inference never holds the event
+Forward passes run on a dedicated thread, so inference never blocks the event
 loop. ``inline_max_waveforms`` (default 0, off) trades that for latency: a lone
 batch of at most that many waveforms, when no other request arrives within two
 event loop passes, then runs on the event loop. On a 2-core AMD EPYC VM an

@@ -9,8 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.validation import FLOAT32_MAX
 from training.data import CLASS_NAMES, INPUT_LENGTH
 
-_EXAMPLE_WAVEFORM = [round(((i * 7 % 100) / 50) - 1, 2) for i in range(INPUT_LENGTH)]
-_EXAMPLE_PROBABILITIES = {"sine": 0.0012, "square": 0.0023, "sawtooth": 0.9965}
+_EXAMPLE_WAVEFORM: list[Any] = [
+    round(((i * 7 % 100) / 50) - 1, 2) for i in range(INPUT_LENGTH)
+]
+_EXAMPLE_PROBABILITIES: dict[str, Any] = {
+    "sine": 0.0012,
+    "square": 0.0023,
+    "sawtooth": 0.9965,
+}
 
 Sample = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 WaveformList = Annotated[

@@ -131,7 +131,7 @@ def _constant(count: int, rng: np.random.Generator) -> FloatArray:
 
 def _chirp(count: int, rng: np.random.Generator) -> FloatArray:
     # A linear sweep between a low and a high frequency (in cycles per window),
-    # rising or falling, so no window holds a steady number of cycles.
+    # rising or falling, so no window contains a steady number of cycles.
     low = rng.uniform(1.0, 4.0, size=(count, 1))
     high = rng.uniform(20.0, 40.0, size=(count, 1))
     rising = rng.random((count, 1)) < 0.5
@@ -143,7 +143,7 @@ def _chirp(count: int, rng: np.random.Generator) -> FloatArray:
 
 @dataclass(frozen=True)
 class OutlierKind:
-    """A named family of inputs that are none of the three classes."""
+    """A named family of inputs that belong to none of the three classes."""
 
     name: str
     description: str
