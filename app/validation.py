@@ -69,7 +69,9 @@ def decode_json(body: bytes) -> Any:
             # The standard library accepts NaN, Infinity and numbers beyond
             # float64 range, which orjson rejects without saying where.
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than the interpreter's stack,
+            # which orjson reports as its depth limit.
             raise BodyValidationError(
                 [
                     _error(

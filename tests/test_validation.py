@@ -140,3 +140,10 @@ def test_parse_integers_beyond_64_bits_take_exact_path() -> None:
         json.dumps({"waveform": waveform}).encode(), LENGTH, MAX_BATCH
     )
     assert parsed.waveforms[0, 3] == np.float32(2**70)
+
+
+def test_deeply_nested_json_is_invalid() -> None:
+    body = b'{"waveform":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(BodyValidationError) as caught:
+        parse_classify_body(body, 100, 8)
+    assert caught.value.errors[0]["type"] == "json_invalid", caught.value.errors
