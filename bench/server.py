@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -199,23 +200,33 @@ class Server:
         logger.info("stopped server=%s pid=%d", self.name, self.pid)
 
 
-class RssSampler:
-    """Sample the largest RSS of a server's serving processes in the background."""
+class _BackgroundLoop:
+    """Run ``_run`` on a daemon thread for the duration of a ``with`` block."""
 
-    def __init__(self, server: Server, interval_s: float = 0.1) -> None:
-        self.server = server
-        self.interval_s = interval_s
-        self.max_rss_bytes = 0
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class RssSampler(_BackgroundLoop):
+    """Sample the largest RSS of a server's serving processes in the background."""
+
+    def __init__(self, server: Server, interval_s: float = 0.1) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.max_rss_bytes = 0
+        super().__init__()
 
     def _run(self) -> None:
         pids = self.server.worker_pids()
@@ -225,7 +236,7 @@ class RssSampler:
             self._stop.wait(self.interval_s)
 
 
-class HealthProbe:
+class HealthProbe(_BackgroundLoop):
     """Time ``GET /health/live`` in the background while a load runs."""
 
     def __init__(self, port: int, interval_s: float = 0.2) -> None:
@@ -233,16 +244,7 @@ class HealthProbe:
         self.interval_s = interval_s
         self.latencies_s: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from training.data import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
@@ -70,34 +70,6 @@ def test_health_answers_during_large_batch(server: Server) -> None:
     # Generous bound: the point is that the event loop is not blocked for the
     # length of four 1,000-waveform forward passes.
     assert elapsed < 0.5, f"/health/live took {elapsed:.3f} s during inference"
-
-
-def test_missing_artifact_stops_startup(tmp_path: object) -> None:
-    missing = f"{tmp_path}/nowhere/wavecls.pt"
-    server = start_server(
-        {"WAVECLS_MODEL_PATH": missing}, "missing-artifact.log", wait=False
-    )
-    code = server.process.wait(60)
-    log = server.log()
-    assert code != 0
-    assert f"model artifact not found at {missing}" in log
-
-
-def test_unavailable_device_stops_startup() -> None:
-    server = start_server({"WAVECLS_DEVICE": "cuda:7"}, "bad-device.log", wait=False)
-    code = server.process.wait(60)
-    assert code != 0
-    assert "device 'cuda:7' is not available" in server.log()
-
-
-def test_sigterm_exits_cleanly() -> None:
-    server = start_server(log_name="sigterm.log")
-    code = stop_server(server)
-    # uvicorn finishes its graceful shutdown, then re-raises SIGTERM so the
-    # exit status says how the process was stopped.
-    assert code in (0, -15), server.log()
-    assert "shutdown complete" in server.log()
-    assert "Finished server process" in server.log()
 
 
 def test_class_names_in_openapi(server: Server) -> None:
