@@ -27,7 +27,7 @@ REQUIRED_METADATA = (
 
 
 class StartupError(RuntimeError):
-    """A problem that stops the service from starting; the message says what to do."""
+    """A problem that stops the service from starting; the message states the fix."""
 
 
 @dataclass(frozen=True)

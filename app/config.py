@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         1.0,
         ge=0.0,
         le=100.0,
-        description="Longest wait for more requests once others are queued.",
+        description="Maximum wait for more requests once others are queued.",
     )
     max_queued_waveforms: int = Field(
         16384, ge=1, description="Queued waveforms beyond which requests get 503."

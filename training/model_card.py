@@ -121,7 +121,7 @@ training never used.
 
 The evaluation draws the outlier families from seeds never used in training,
 but they are the same families that training showed the model, so these rates
-say how well known kinds of bad input are caught. The last rows are kinds it
+measure how well known kinds of bad input are caught. The last rows are kinds it
 never saw.
 
 ## Known limits

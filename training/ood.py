@@ -2,11 +2,11 @@
 
 The score is the logit of the model's outlier head, trained by outlier exposure
 (Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with Outlier
-Exposure", ICLR 2019): during training, batches of noise, random walks, constant
-levels and chirps are shown to the model, its class head is pulled towards the
+Exposure", ICLR 2019). During training, batches of noise, random walks, constant
+levels and chirps are shown to the model. Its class head is pulled towards the
 uniform distribution on them, and a one-logit head learns to tell them from
 waveforms. The threshold is set on held-out waveforms of every evaluation
-condition so that each condition alone has a low false-flag rate.
+condition, so that each condition alone has a low false-flag rate.
 """
 
 from __future__ import annotations
