@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="Worker processes of `python -m app`.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = "text"
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry traces, metrics and logs, sent "
+        "to the globally configured providers. Off skips their per-request checks.",
+    )
+    request_log: Literal["all", "errors", "off"] = Field(
+        "errors",
+        description="Requests that get a log line: all, errors (status 400 and "
+        "above) or off. Request counts and latencies are in /metrics either way.",
+    )
 
     max_batch_size: int = Field(
         1024, ge=1, description="Most waveforms accepted in one /classify request."

@@ -11,14 +11,13 @@ otherwise skew the API's latency and count themselves as load.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.inference import BatchStats, InferenceEngine, Predictions
 
@@ -161,6 +160,19 @@ class Metrics:
             self._latency_histograms[key] = child
         return child
 
+    def observe_request(
+        self, method: str, route: str, status: int, duration_s: float, timed: bool
+    ) -> None:
+        """Count one finished request; ``timed`` also records its latency.
+
+        ``timed`` requests must have been counted in flight when they started.
+        """
+        method = method if method in KNOWN_METHODS else "other"
+        self.request_counter(method, route, status).inc()
+        if timed:
+            self.in_flight.dec()
+            self.latency_histogram(method, route).observe(duration_s)
+
     def observe_engine(self, engine: InferenceEngine) -> None:
         """Follow the engine's forward passes and publish its model's identity."""
         model = engine.model
@@ -224,84 +236,19 @@ def schema_paths(app: Any) -> frozenset[str]:
         return frozenset()
 
 
-class MetricsMiddleware:
-    """Count and time HTTP requests, and follow the engine once the lifespan starts.
+def route_label(scope: Scope, known_paths: frozenset[str]) -> str:
+    """Return the template of the route that handled ``scope``, or ``unmatched``.
 
-    A pure ASGI middleware like the others in ``app.middleware``. It watches the
-    lifespan messages: at ``lifespan.startup.complete`` the engine exists, so it
-    subscribes to the engine's batches; at shutdown it lets the engine go.
+    A request rejected before routing, such as a 413 on its Content-Length,
+    is labelled with its path when that path is one of ``known_paths`` (the
+    OpenAPI schema's templates without parameters), so it adds no label
+    values either.
     """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._schema_paths: frozenset[str] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._handle_http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._handle_lifespan(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        timed = scope["path"] != METRICS_PATH
-        # Stays 500 when the application raises before it starts a response.
-        status = 500
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        if timed:
-            self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            method = scope["method"]
-            method = method if method in KNOWN_METHODS else "other"
-            route = self.route_label(scope)
-            self.metrics.request_counter(method, route, status).inc()
-            if timed:
-                self.metrics.in_flight.dec()
-                latency = self.metrics.latency_histogram(method, route)
-                latency.observe(time.perf_counter() - started)
-
-    def route_label(self, scope: Scope) -> str:
-        """Return the template of the route that handled ``scope``, or ``unmatched``.
-
-        A request rejected before routing, such as a 413 on its Content-Length,
-        is labelled with its path when that path is a template without
-        parameters in the OpenAPI schema, so it adds no label values either.
-        """
-        path = getattr(scope.get("route"), "path", None)
-        if isinstance(path, str):
-            return path
-        if self._schema_paths is None:
-            self._schema_paths = schema_paths(scope.get("app"))
-        path = scope["path"]
-        return path if path in self._schema_paths else UNMATCHED_ROUTE
-
-    async def _handle_lifespan(
-        self, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        async def send_following_engine(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                engine = getattr(scope["app"].state, "engine", None)
-                if engine is not None:
-                    self.metrics.observe_engine(engine)
-                # Building the schema took 0.17 s on a shared 2-core VM, so it
-                # happens before the first request rather than during one.
-                self._schema_paths = schema_paths(scope["app"])
-            elif message["type"] == "lifespan.shutdown.complete":
-                self.metrics.forget_engine()
-            await send(message)
-
-        await self.app(scope, receive, send_following_engine)
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    path = scope["path"]
+    return path if path in known_paths else UNMATCHED_ROUTE
 
 
 # An operations endpoint for Prometheus, not part of the API, so it stays out of

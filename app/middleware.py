@@ -1,19 +1,25 @@
-"""Pure ASGI middleware: request ids and request logs, and the body size limit.
+"""One pure ASGI middleware for every request: id, body limit, metrics and log.
 
-Both classes are plain ASGI callables. Starlette's ``BaseHTTPMiddleware`` would
-run the rest of the stack in a separate task and copy each response through a
-stream, which costs throughput on every request.
+It is a plain ASGI callable. Starlette's ``BaseHTTPMiddleware`` would run the
+rest of the stack in a separate task and copy each response through a stream,
+which costs throughput on every request. The four jobs share one layer because
+each layer wraps ``send`` and ``receive`` again: on a 2-core AMD EPYC VM this
+one added 7 us per request to a trivial ASGI app, and the three separate
+layers it replaced 9 to 13 us, both without request log lines.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
+from typing import Literal
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import METRICS_PATH, Metrics, route_label, schema_paths
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +28,11 @@ MAX_REQUEST_ID_LENGTH = 128
 # Letters, digits and -._: only, so an incoming id can neither split a log line
 # nor inject a header when it is sent back.
 REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_id_source = random.Random()
+
+
+# Log line policy: every request, errors only, or none; see RequestMiddleware.
+RequestLog = Literal["all", "errors", "off"]
 
 
 class BodyTooLargeError(Exception):
@@ -39,7 +50,9 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if REQUEST_ID_PATTERN.fullmatch(value):
                 return value.decode("ascii")
             break
-    return secrets.token_hex(16)
+    # Ids only correlate log lines, so a fast non-cryptographic generator
+    # will do: secrets.token_hex made a system call per request.
+    return f"{_id_source.getrandbits(128):032x}"
 
 
 def loggable_path(path: str) -> str:
@@ -66,32 +79,83 @@ def json_response_messages(
     return start, {"type": "http.response.body", "body": body}
 
 
-class RequestLogMiddleware:
-    """Give each HTTP request an id, log one line for it, and turn crashes into 500s.
+class RequestMiddleware:
+    """Give each HTTP request an id, a body size limit, metrics and a log line.
 
-    The id comes from a valid incoming ``X-Request-ID`` or is generated. It is
-    sent back in ``X-Request-ID`` on every response and stored in
-    ``request.state.request_id``. The log line carries method, path, status,
-    duration_ms and request_id, also as record attributes for the JSON format.
-    An exception that escapes the application is logged with its traceback, and
-    the client gets a 500 whose body names the request id but not the exception.
+    - The id comes from a valid incoming ``X-Request-ID`` or is generated. It
+      is sent back in ``X-Request-ID`` on every response and stored in
+      ``request.state.request_id``.
+    - A body over ``max_body_bytes`` gets a 413 with ``Connection: close``: at
+      once when Content-Length declares it, else at the first chunk past the
+      limit, and the application stops reading.
+    - Every request is counted by method, route template and status, and all
+      but /metrics are timed and counted in flight.
+    - ``request_log`` chooses which requests get a log line: ``all``,
+      ``errors`` (status 400 and above) or ``off``. The line carries method,
+      path, status, duration_ms and request_id, also as record attributes for
+      the JSON format.
+    - An exception that escapes the application is always logged with its
+      traceback, and the client gets a 500 whose body names the request id but
+      not the exception.
+
+    Lifespan messages pass through; at ``lifespan.startup.complete`` the
+    metrics start following the engine, and at shutdown they let it go.
+
+    NOTE: uvicorn closes without draining the unread body of a 413, so a
+    client still sending can get a connection reset instead of the 413. A
+    client that sends ``Expect: 100-continue`` with a Content-Length over the
+    limit never sends the body, because the 100 response only goes out once
+    the body is read.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        request_log: RequestLog = "all",
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        # Lowest status that gets a log line; above any status when "off".
+        self.min_logged_status = {"all": 0, "errors": 400, "off": 1000}[request_log]
+        detail = (
+            f"request body is larger than the limit of {max_body_bytes} bytes "
+            "(WAVECLS_MAX_BODY_BYTES); send fewer waveforms per request"
+        )
+        self.rejection = json_response_messages(
+            413, detail, [(b"connection", b"close")]
+        )
+        self._schema_paths: frozenset[str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self._handle_http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._handle_lifespan(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
 
+    async def _handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = request_id_from(scope["headers"])
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         scope.setdefault("state", {})["request_id"] = request_id
+        limit = self.max_body_bytes
+        received = 0
         # The server sends a 500 when the application returns without a response.
         status = 500
         response_started = False
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLargeError(f"read {received} bytes of at most {limit}")
+            return message
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status, response_started
@@ -101,22 +165,70 @@ class RequestLogMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        timed = scope["path"] != METRICS_PATH
+        if timed:
+            self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_request_id)
+            length = declared_length(scope["headers"])
+            if length is not None and length > limit:
+                await self.reject(send_with_request_id)
+            else:
+                await self.app(scope, receive_within_limit, send_with_request_id)
+        except BodyTooLargeError:
+            if response_started:
+                log_request(scope, status, started, request_id, logging.ERROR)
+                raise
+            await self.reject(send_with_request_id)
         except Exception:
             if response_started:
                 # Too late for a 500: the server aborts the connection and logs
                 # the traceback itself.
                 log_request(scope, status, started, request_id, logging.ERROR)
                 raise
+            status = 500
             log_request(scope, 500, started, request_id, logging.ERROR, crashed=True)
             detail = f"internal server error; request id {request_id}"
             for message in json_response_messages(500, detail, [id_header]):
                 await send(message)
             return
+        finally:
+            self._observe(scope, status, started, timed)
 
-        level = logging.INFO if status < 500 else logging.WARNING
-        log_request(scope, status, started, request_id, level)
+        if status >= self.min_logged_status:
+            level = logging.INFO if status < 500 else logging.WARNING
+            log_request(scope, status, started, request_id, level)
+
+    def _observe(self, scope: Scope, status: int, started: float, timed: bool) -> None:
+        if self._schema_paths is None and scope.get("route") is None:
+            self._schema_paths = schema_paths(scope.get("app"))
+        route = route_label(scope, self._schema_paths or frozenset())
+        self.metrics.observe_request(
+            scope["method"], route, status, time.perf_counter() - started, timed
+        )
+
+    async def reject(self, send: Send) -> None:
+        """Send the 413 response."""
+        start, body = self.rejection
+        # Each response gets copies, because ``send`` adds a header to them.
+        await send({**start, "headers": list(start["headers"])})
+        await send({**body})
+
+    async def _handle_lifespan(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        async def send_following_engine(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                engine = getattr(scope["app"].state, "engine", None)
+                if engine is not None:
+                    self.metrics.observe_engine(engine)
+                # Building the schema took 0.17 s on a shared 2-core VM, so it
+                # happens before the first request rather than during one.
+                self._schema_paths = schema_paths(scope["app"])
+            elif message["type"] == "lifespan.shutdown.complete":
+                self.metrics.forget_engine()
+            await send(message)
+
+        await self.app(scope, receive, send_following_engine)
 
 
 def log_request(
@@ -162,72 +274,3 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
                 # The server rejects a malformed Content-Length before the app.
                 return None
     return None
-
-
-class BodySizeLimitMiddleware:
-    """Reject request bodies larger than ``max_body_bytes`` with a 413 response.
-
-    A declared Content-Length over the limit is rejected before any of the body
-    is read. A body without one (chunked transfer encoding) is counted as the
-    application reads it, and reading stops at the first chunk past the limit.
-    The 413 carries ``Connection: close`` so the server stops reading the rest.
-
-    NOTE: uvicorn closes without draining the unread body, so a client still
-    sending can get a connection reset instead of the 413. A client that sends
-    ``Expect: 100-continue`` with a Content-Length over the limit never sends
-    the body, because the 100 response only goes out once the body is read.
-    """
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        detail = (
-            f"request body is larger than the limit of {max_body_bytes} bytes "
-            "(WAVECLS_MAX_BODY_BYTES); send fewer waveforms per request"
-        )
-        self.rejection = json_response_messages(
-            413, detail, [(b"connection", b"close")]
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        length = declared_length(scope["headers"])
-        if length is not None and length > self.max_body_bytes:
-            await self.reject(send)
-            return
-
-        limit = self.max_body_bytes
-        received = 0
-        response_started = False
-
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLargeError(f"read {received} bytes of at most {limit}")
-            return message
-
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive_within_limit, send_tracking_start)
-        except BodyTooLargeError:
-            if response_started:
-                raise
-            await self.reject(send)
-
-    async def reject(self, send: Send) -> None:
-        """Send the 413 response."""
-        start, body = self.rejection
-        # Outer middleware may change the messages, so each response gets copies.
-        await send({**start, "headers": list(start["headers"])})
-        await send({**body})

@@ -2,7 +2,7 @@
 
     python -m bench.inprocess                      # wavecls, 32 concurrent requests
     python -m bench.inprocess --app trivial
-    python -m bench.inprocess --without RequestLogMiddleware,MetricsMiddleware
+    python -m bench.inprocess --concurrency 1      # the latency path of one client
 
 Calls the ASGI app directly on uvloop with ready-made request messages, so the
 figures leave out uvicorn's HTTP parsing and the sockets. CPU time is less
@@ -28,8 +28,8 @@ from bench.__main__ import request_body
 WARMUP_REQUESTS = 50
 
 
-def build_app(name: str, without: Sequence[str]) -> ASGIApp:
-    """Return the trivial app, or wavecls without the named middleware classes."""
+def build_app(name: str) -> ASGIApp:
+    """Return the trivial app or wavecls."""
     if name == "trivial":
         from bench.trivial_app import app as trivial
 
@@ -37,13 +37,7 @@ def build_app(name: str, without: Sequence[str]) -> ASGIApp:
 
     from app.main import create_app
 
-    app = create_app()
-    app.user_middleware = [
-        entry
-        for entry in app.user_middleware
-        if getattr(entry.cls, "__name__", "") not in without
-    ]
-    return app
+    return create_app()
 
 
 def http_scope(body: bytes) -> dict[str, Any]:
@@ -147,13 +141,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--waveforms", type=int, default=1, help="per request")
-    parser.add_argument(
-        "--without", default="", help="comma-separated middleware class names to drop"
-    )
     args = parser.parse_args(argv)
     os.environ.setdefault("WAVECLS_DEVICE", "cpu")
 
-    app = build_app(args.app, [name for name in args.without.split(",") if name])
+    app = build_app(args.app)
     body = request_body(args.waveforms)
     uvloop.run(measure(app, body, args.concurrency, args.requests))
 

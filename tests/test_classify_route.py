@@ -1,4 +1,4 @@
-"""POST /classify's pure ASGI path: taken when it may be, and alike to FastAPI's."""
+"""POST /classify's shortcut past FastAPI: taken when allowed, same responses."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -84,3 +85,48 @@ def test_classify_route_errors_keep_status(client: TestClient) -> None:
         app.state.engine = engine
     assert loading.status_code == 503, loading.text
     assert "not ready" in loading.json()["detail"]
+
+
+def test_classify_route_skips_fastapi_stack(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError(f"{scope['path']} went through FastAPI.__call__")
+
+    monkeypatch.setattr(FastAPI, "__call__", refuse)
+    response = client.post(
+        "/classify", json=BODIES[0], headers={"X-Request-ID": "shortcut-1"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "shortcut-1", response.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"waveform": [0.0] * (INPUT_LENGTH - 1)}, {"waveform": ["a"] * INPUT_LENGTH}],
+    ids=["short", "strings"],
+)
+def test_classify_route_paths_reject_alike(
+    client: TestClient, token_client: TestClient, body: dict[str, Any]
+) -> None:
+    fast = client.post("/classify", json=body)
+    full = token_client.post(
+        "/classify", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert fast.status_code == full.status_code == 422, (fast.text, full.text)
+    assert fast.json() == full.json()
+    assert fast.headers["content-type"] == full.headers["content-type"]
+
+
+def test_classify_route_counted_by_template(client: TestClient) -> None:
+    def classify_count() -> float:
+        text = client.get("/metrics").text
+        prefix = (
+            'wavecls_http_requests_total{method="POST",route="/classify",status="200"}'
+        )
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = classify_count()
+    assert client.post("/classify", json=BODIES[0]).status_code == 200
+    assert classify_count() == before + 1

@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.inference import InferenceEngine, Predictions
 from app.main import create_app
-from app.middleware import BodySizeLimitMiddleware
+from app.metrics import Metrics
+from app.middleware import RequestMiddleware
 from tests.conftest import Server
 from tests.test_observability import sample, scrape
 from training.data import INPUT_LENGTH
@@ -87,7 +88,7 @@ def test_body_limit_rejects_declared_length_unread() -> None:
         app_calls.append("called")
 
     recorder = AsgiRecorder([b"x" * 10])
-    middleware = BodySizeLimitMiddleware(app, LIMIT)
+    middleware = RequestMiddleware(app, Metrics(), LIMIT)
     headers = [(b"content-length", str(LIMIT + 1).encode())]
     asyncio.run(middleware(http_scope(headers), recorder.receive, recorder.send))
 
@@ -101,7 +102,7 @@ def test_body_limit_rejects_declared_length_unread() -> None:
 def test_body_limit_stops_reading_chunked_body() -> None:
     # No Content-Length: chunks of 400 bytes pass 1024 on the third.
     recorder = AsgiRecorder([b"x" * 400] * 10)
-    middleware = BodySizeLimitMiddleware(read_whole_body, LIMIT)
+    middleware = RequestMiddleware(read_whole_body, Metrics(), LIMIT)
     asyncio.run(middleware(http_scope([]), recorder.receive, recorder.send))
 
     assert recorder.status() == 413, recorder.sent
@@ -115,7 +116,7 @@ def test_body_limit_stops_reading_chunked_body() -> None:
 )
 def test_body_limit_passes_body_within_limit(chunks: list[bytes]) -> None:
     recorder = AsgiRecorder(chunks)
-    middleware = BodySizeLimitMiddleware(read_whole_body, LIMIT)
+    middleware = RequestMiddleware(read_whole_body, Metrics(), LIMIT)
     asyncio.run(middleware(http_scope([]), recorder.receive, recorder.send))
     assert recorder.status() == 200, recorder.sent
 
@@ -126,7 +127,7 @@ def test_body_limit_ignores_non_http_scope() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    middleware = BodySizeLimitMiddleware(app, LIMIT)
+    middleware = RequestMiddleware(app, Metrics(), LIMIT)
     recorder = AsgiRecorder([])
     asyncio.run(middleware({"type": "lifespan"}, recorder.receive, recorder.send))
     assert seen == ["lifespan"]

@@ -1,30 +1,33 @@
 """POST /classify: one waveform or a batch.
 
-The route is declared with FastAPI for its OpenAPI description. When no
-dependency has to run, a pure ASGI handler serves it, because FastAPI's
-per-request machinery (dependency solving, two exit stacks, a Request object)
-cost about 90 us of the event loop's time per request on a 2-core AMD EPYC VM.
-That is more than parsing, batching and serialising together (measured with
-``python -m bench.inprocess`` under py-spy). Both paths share ``classify_body``,
-so they answer alike.
+The route is declared with FastAPI for its OpenAPI description and for the
+bearer-token dependency. When no dependency has to run, ``serve_classify``
+serves it before FastAPI's middleware, exit stacks and router see the request
+(``app.main.WaveclsAPI``): on a 2-core AMD EPYC VM those cost more of the event
+loop's time per request than parsing, batching and serialising together
+(measured with ``python -m bench.inprocess``). Both paths share
+``classify_body`` and ``app.errors.error_response``, so they answer alike.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from app.dependencies import get_engine, get_settings_from_app
-from app.errors import ModelNotReadyError
+from app.errors import DOMAIN_ERRORS, ModelNotReadyError, error_response
 from app.inference import InferenceEngine, Predictions
 from app.schemas import ClassifyBatchResponse, ClassifyOneResponse, ErrorDetail
 from app.validation import parse_classify_body
 
+logger = logging.getLogger(__name__)
+
+CLASSIFY_PATH = "/classify"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 REQUEST_BODY_SCHEMA = {
@@ -103,40 +106,73 @@ async def classify_asgi(scope: Scope, receive: Receive, send: Send) -> None:
 
     content = await classify_body(engine, body, app.state.settings.max_batch_size)
 
-    length = (b"content-length", str(len(content)).encode("ascii"))
+    await send_json_bytes(send, 200, content)
+
+
+async def send_json_bytes(
+    send: Send, status: int, content: bytes, headers: dict[str, str] | None = None
+) -> None:
+    """Send a complete response whose body is the JSON ``content``."""
+    raw_headers = [JSON_CONTENT_TYPE, (b"content-length", b"%d" % len(content))]
+    for name, value in (headers or {}).items():
+        raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [JSON_CONTENT_TYPE, length],
-        }
+        {"type": "http.response.start", "status": status, "headers": raw_headers}
     )
     await send({"type": "http.response.body", "body": content})
 
 
-class ClassifyRoute(APIRoute):
-    """An APIRoute that serves POST requests with ``classify_asgi`` when it may.
+async def send_json(
+    send: Send, status: int, content: Any, headers: dict[str, str] | None = None
+) -> None:
+    """Send a complete response whose body is ``content`` encoded as JSON."""
+    await send_json_bytes(send, status, orjson.dumps(content), headers)
 
-    The only dependency that the application adds to this router is the
-    bearer-token check, which exists only when ``WAVECLS_API_TOKEN`` is set.
-    With a token, and for methods other than POST (which get FastAPI's 405),
-    FastAPI's full path runs.
+
+def route_path(scope: Scope) -> str:
+    """Return the request path without the ASGI ``root_path`` prefix."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(f"{root_path}/"):
+        return path[len(root_path) :]
+    return path
+
+
+def is_classify_post(scope: Scope) -> bool:
+    """Return whether ``scope`` is an HTTP POST to /classify."""
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and route_path(scope) == CLASSIFY_PATH
+    )
+
+
+async def serve_classify(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one POST /classify without FastAPI, mapping domain errors to responses.
+
+    The only dependency that the application adds to the /classify route is
+    the bearer-token check, which exists only when ``WAVECLS_API_TOKEN`` is
+    set, so only without a token may a request take this path.
     """
+    try:
+        await classify_asgi(scope, receive, send)
+    except DOMAIN_ERRORS as exc:
+        response = error_response(exc, scope["path"])
+        await send_json(send, response.status, response.content, response.headers)
+    except ClientDisconnect:
+        # The client is gone, so no response can reach it.
+        logger.info(
+            "client disconnected before the whole body arrived path=%s request_id=%s",
+            scope["path"],
+            scope.get("state", {}).get("request_id"),
+        )
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request, on the pure ASGI path when no dependency applies."""
-        settings = scope["app"].state.settings
-        if scope["method"] == "POST" and settings.api_token is None:
-            await classify_asgi(scope, receive, send)
-        else:
-            await super().handle(scope, receive, send)
 
-
-router = APIRouter(tags=["classify"], route_class=ClassifyRoute)
+router = APIRouter(tags=["classify"])
 
 
 @router.post(
-    "/classify",
+    CLASSIFY_PATH,
     response_model=ClassifyOneResponse | ClassifyBatchResponse,
     responses={
         422: {"description": "The body names the waveform, sample and problem."},
