@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from app.metrics import Metrics
 from app.middleware import (
     MAX_REQUEST_ID_LENGTH,
     RequestMiddleware,
+    request_id_from,
 )
 from tests.conftest import Server
 from training.data import INPUT_LENGTH
@@ -707,3 +709,18 @@ def test_server_returns_request_id(server: Server) -> None:
         if "request_id=uvicorn-trace-7" in line
     )
     assert "method=GET path=/nowhere status=404" in line, line
+
+
+def test_request_id_differs_after_fork() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, request_id_from([]).encode("ascii"))
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode("ascii")
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    parent_id = request_id_from([])
+    assert GENERATED_ID.fullmatch(child_id), child_id
+    assert child_id != parent_id, "the forked child repeated the parent's next id"
