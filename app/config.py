@@ -69,10 +69,23 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(
         10.0, gt=0.0, description="Time limit of one request's inference."
     )
+    inline_max_waveforms: int = Field(
+        8,
+        ge=0,
+        description="A lone request of at most this many waveforms runs on the "
+        "event loop instead of a thread, saving a thread hand-off; 0 turns it off.",
+    )
+    inference_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads that run forward passes concurrently; unset uses up "
+        "to 2 of each worker's CPUs.",
+    )
     torch_threads: int | None = Field(
         None,
         ge=1,
-        description="torch intra-op threads; unset divides the usable CPUs by workers.",
+        description="torch intra-op threads of each forward pass; unset shares "
+        "each worker's CPUs, less one for the event loop, among inference threads.",
     )
     api_token: SecretStr | None = Field(
         None, description="When set, /classify and /generate need this bearer token."

@@ -15,7 +15,7 @@ from app.artifact import LoadedModel, StartupError, load_model
 from app.config import Settings
 from app.inference import InferenceEngine
 from app.logs import configure_logging
-from app.threads import torch_thread_count
+from app.threads import inference_thread_count, torch_thread_count
 from training.data import CLASS_NAMES, generate
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,17 @@ def self_check(engine: InferenceEngine) -> None:
         )
 
 
-def configure_threads(settings: Settings) -> int:
-    """Set torch's intra-op thread count and return it."""
-    threads = torch_thread_count(settings.torch_threads, settings.workers)
+def configure_threads(settings: Settings) -> tuple[int, int]:
+    """Set torch's intra-op thread count; return the inference and torch threads."""
+    inference = inference_thread_count(settings.inference_threads, settings.workers)
+    threads = torch_thread_count(settings.torch_threads, settings.workers, inference)
     torch.set_num_threads(threads)
-    return threads
+    return inference, threads
 
 
-def build_engine(model: LoadedModel, settings: Settings) -> InferenceEngine:
+def build_engine(
+    model: LoadedModel, settings: Settings, inference_threads: int = 1
+) -> InferenceEngine:
     """Create the batching engine with the configured limits."""
     return InferenceEngine(
         model,
@@ -66,6 +69,8 @@ def build_engine(model: LoadedModel, settings: Settings) -> InferenceEngine:
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queued_waveforms=settings.max_queued_waveforms,
         timeout_s=settings.inference_timeout_s,
+        inline_max_waveforms=settings.inline_max_waveforms,
+        threads=inference_threads,
     )
 
 
@@ -74,12 +79,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load and check the model before serving; drain the queue on shutdown."""
     settings: Settings = app.state.settings
     configure_logging(settings.log_level, settings.log_format)
-    threads = configure_threads(settings)
+    inference_threads, threads = configure_threads(settings)
     try:
         model = await asyncio.to_thread(
             load_model, settings.model_path, settings.device
         )
-        engine = build_engine(model, settings)
+        engine = build_engine(model, settings, inference_threads)
         await asyncio.to_thread(self_check, engine)
     except StartupError as exc:
         logger.error("startup failed: %s", exc)
@@ -94,12 +99,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await engine.start()
     app.state.engine = engine
     logger.info(
-        "model ready path=%s sha256=%s version=%s device=%s torch=%s threads=%d",
+        "model ready path=%s sha256=%s version=%s device=%s torch=%s "
+        "inference_threads=%d torch_threads=%d",
         model.path,
         model.sha256,
         model.version,
         model.device,
         torch.__version__,
+        inference_threads,
         threads,
     )
     try:

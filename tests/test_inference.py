@@ -15,6 +15,7 @@ import torch
 
 from app.artifact import LoadedModel
 from app.inference import (
+    INLINE_QUIET_S,
     BatchStats,
     InferenceEngine,
     InferenceTimeoutError,
@@ -63,6 +64,7 @@ def _engine(
     max_queued: int = 1000,
     timeout_s: float = 10.0,
     inline_max: int = 0,
+    threads: int = 1,
 ) -> InferenceEngine:
     # Inline runs stay off unless a test enables them, because a gated
     # pass would block the loop.
@@ -78,7 +80,7 @@ def _engine(
         sha256="0" * 64,
     )
     return InferenceEngine(
-        model, max_batch, max_wait_s, max_queued, timeout_s, inline_max
+        model, max_batch, max_wait_s, max_queued, timeout_s, inline_max, threads
     )
 
 
@@ -351,20 +353,78 @@ def test_engine_inline_yields_to_arriving_request() -> None:
     module = StandInModule()
     engine = _engine(module, inline_max=1)
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, list[Predictions]]:
         first = asyncio.create_task(engine.classify(_waveforms(0.1)))
         await asyncio.sleep(0)
-        # The worker takes the lone job, then another request arrives while it
-        # checks for company: the pass goes to the thread.
-        fed = await _feed(engine, lambda: not engine._queue, 1)
-        await asyncio.gather(first, *fed)
+        # The first request checks for company; another arrives meanwhile, so
+        # neither runs on the event loop and they share one pass on a thread.
+        second = asyncio.create_task(engine.classify(_waveforms(0.3)))
+        results = await asyncio.gather(first, second)
+        return threading.get_ident(), results
+
+    loop_thread, (first, second) = _run(engine, scenario)
+    assert module.batch_sizes == [2], module.batch_sizes
+    assert module.threads[0] != loop_thread, module.threads
+    assert first.probabilities[0, 0] == pytest.approx(0.1), first.probabilities
+    assert second.probabilities[0, 0] == pytest.approx(0.3), second.probabilities
+
+
+def test_engine_inline_waits_for_busy_thread() -> None:
+    module = StandInModule()
+    engine = _engine(module, inline_max=1)
+
+    async def scenario() -> int:
+        # Two waveforms are too many to run inline, so this pass takes the
+        # thread; a lone request meanwhile must not take the loop.
+        module.gate.clear()
+        first = asyncio.create_task(engine.classify(_waveforms(0.1, 0.2)))
+        await _until(module.started.is_set)
+        waiting = asyncio.create_task(engine.classify(_waveforms(0.4)))
+        await _until(lambda: engine.queued_waveforms == 1)
+        module.gate.set()
+        await asyncio.gather(first, waiting)
         return threading.get_ident()
 
     loop_thread = _run(engine, scenario)
+    assert module.batch_sizes == [2, 1], module.batch_sizes
+    assert loop_thread not in module.threads, module.threads
+
+
+def test_engine_threads_run_passes_concurrently() -> None:
+    module = StandInModule()
+    engine = _engine(module, threads=2)
+
+    async def scenario() -> list[Predictions]:
+        # The first pass occupies one thread; the next batch starts on the other.
+        module.gate.clear()
+        first = asyncio.create_task(engine.classify(_waveforms(0.1)))
+        await _until(module.started.is_set)
+        second = asyncio.create_task(engine.classify(_waveforms(0.2)))
+        await _until(lambda: len(module.batch_sizes) == 2)
+        module.gate.set()
+        return await asyncio.gather(first, second)
+
+    first, second = _run(engine, scenario)
+    assert len(set(module.threads)) == 2, module.threads
+    assert first.probabilities[0, 0] == pytest.approx(0.1), first.probabilities
+    assert second.probabilities[0, 0] == pytest.approx(0.2), second.probabilities
+
+
+def test_engine_one_thread_runs_passes_in_turn() -> None:
+    module = StandInModule()
+    engine = _engine(module, threads=1)
+
+    async def scenario() -> int:
+        # With one thread the second request waits in the queue meanwhile.
+        tasks = await _hold_first_and_queue(engine, module, 1)
+        await asyncio.sleep(0.05)
+        started = len(module.batch_sizes)
+        module.gate.set()
+        await asyncio.gather(*tasks)
+        return started
+
+    assert _run(engine, scenario) == 1
     assert module.batch_sizes == [1, 1], module.batch_sizes
-    assert module.threads[0] != loop_thread, module.threads
-    # The second request then ran alone, on the event loop.
-    assert module.threads[1] == loop_thread, module.threads
 
 
 def test_engine_default_never_inline() -> None:
@@ -378,3 +438,24 @@ def test_engine_default_never_inline() -> None:
 
     loop_thread = _run(engine, scenario)
     assert module.threads and loop_thread not in module.threads, module.threads
+
+
+def test_engine_inline_waits_for_quiet_period() -> None:
+    module = StandInModule()
+    engine = _engine(module, inline_max=1)
+
+    async def scenario() -> list[int]:
+        # Two requests together go to the queue. A lone one right after them
+        # still goes to a thread, but one after the quiet period runs inline.
+        await asyncio.gather(
+            engine.classify(_waveforms(0.1)), engine.classify(_waveforms(0.2))
+        )
+        await engine.classify(_waveforms(0.3))
+        await asyncio.sleep(INLINE_QUIET_S * 2)
+        await engine.classify(_waveforms(0.4))
+        return [threading.get_ident()]
+
+    (loop_thread,) = _run(engine, scenario)
+    assert module.batch_sizes == [2, 1, 1], module.batch_sizes
+    assert loop_thread not in module.threads[:2], module.threads
+    assert module.threads[2] == loop_thread, module.threads

@@ -286,8 +286,13 @@ class GatedForwardPass:
 def gated_client(
     settings: Settings, **overrides: Any
 ) -> Iterator[tuple[TestClient, GatedForwardPass]]:
-    """Start an application whose forward passes wait for the test's release."""
-    app = create_app(settings.model_copy(update=overrides))
+    """Start an application whose forward passes wait for the test's release.
+
+    One inference thread and no inline passes, so that a held pass holds the
+    whole engine but never the event loop.
+    """
+    engine_settings = {"inference_threads": 1, "inline_max_waveforms": 0}
+    app = create_app(settings.model_copy(update={**engine_settings, **overrides}))
     with TestClient(app) as client:
         gated = GatedForwardPass(app.state.engine)
         try:

@@ -15,7 +15,12 @@ from app import threads
 from app.config import DEFAULT_MODEL_PATH, Settings
 from app.lifecycle import configure_threads
 from app.main import create_app
-from app.threads import cgroup_cpu_limit, torch_thread_count, usable_cpus
+from app.threads import (
+    cgroup_cpu_limit,
+    inference_thread_count,
+    torch_thread_count,
+    usable_cpus,
+)
 
 
 def _cpu_max(tmp_path: Path, text: str) -> Path:
@@ -95,6 +100,34 @@ def test_torch_thread_count_divides_among_workers(
     assert count == expected, f"{workers} workers on 8 CPUs gave {count}"
 
 
+@pytest.mark.parametrize(
+    ("workers", "inference_threads", "expected"),
+    [(1, 2, 3), (1, 3, 2), (2, 2, 1), (1, 8, 1)],
+)
+def test_torch_thread_count_divides_among_inference_threads(
+    eight_cpus: pytest.MonkeyPatch, workers: int, inference_threads: int, expected: int
+) -> None:
+    count = torch_thread_count(None, workers, inference_threads)
+    assert count == expected, (
+        f"{workers} workers with {inference_threads} inference threads on 8 CPUs "
+        f"gave {count}"
+    )
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(1, 2), (4, 2), (8, 1), (16, 1)])
+def test_inference_thread_count_default(
+    eight_cpus: pytest.MonkeyPatch, workers: int, expected: int
+) -> None:
+    count = inference_thread_count(None, workers)
+    assert count == expected, f"{workers} workers on 8 CPUs gave {count}"
+
+
+def test_inference_thread_count_configured_override(
+    eight_cpus: pytest.MonkeyPatch,
+) -> None:
+    assert inference_thread_count(5, workers=4) == 5
+
+
 def test_torch_thread_count_divides_quota(eight_cpus: pytest.MonkeyPatch) -> None:
     eight_cpus.setattr(threads, "cgroup_cpu_limit", lambda: 4.0)
     count = torch_thread_count(None, 1)
@@ -115,9 +148,10 @@ def test_configure_threads_sets_torch(eight_cpus: pytest.MonkeyPatch) -> None:
         settings = Settings(
             model_path=DEFAULT_MODEL_PATH, torch_threads=None, workers=2
         )
-        count = configure_threads(settings)
-        assert count == 3, f"2 workers on 8 CPUs gave {count}"
-        assert torch.get_num_threads() == 3
+        inference, count = configure_threads(settings)
+        assert inference == 2, f"2 workers on 8 CPUs gave {inference} inference threads"
+        assert count == 1, f"2 workers on 8 CPUs gave {count} torch threads"
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
@@ -136,4 +170,5 @@ def test_startup_log_names_configured_threads(
     messages = [record.getMessage() for record in caplog.records]
     ready = [message for message in messages if "model ready" in message]
     assert len(ready) == 1, caplog.text
-    assert "threads=1" in ready[0], ready[0]
+    assert "inference_threads=" in ready[0], ready[0]
+    assert "torch_threads=1" in ready[0], ready[0]
