@@ -64,7 +64,9 @@ class InferenceTimeoutError(RuntimeError):
     """Inference did not finish within the per-request time limit."""
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__,
+# and one is built per forward pass and per request of a batch.
+@dataclass(slots=True)
 class Predictions:
     """Outputs for N waveforms, in input order."""
 
@@ -121,6 +123,7 @@ class InferenceEngine:
         threads: int = 1,
     ) -> None:
         self.model = model
+        self._on_cpu = model.device == CPU
         self.max_batch_waveforms = max_batch_waveforms
         self.max_wait_s = max_wait_s
         self.max_queued_waveforms = max_queued_waveforms
@@ -147,7 +150,7 @@ class InferenceEngine:
     def run_sync(self, waveforms: np.ndarray) -> Predictions:
         """Classify (N, T) float32 waveforms on the calling thread."""
         inputs = torch.from_numpy(waveforms)
-        if self.model.device != CPU:
+        if not self._on_cpu:
             inputs = inputs.to(self.model.device)
         with torch.inference_mode():
             probabilities, scores = self.model.module.classify(inputs)
