@@ -77,9 +77,9 @@ class Settings(BaseSettings):
     )
     inference_threads: int | None = Field(
         None,
-        ge=1,
-        description="Threads that run forward passes concurrently; unset uses up "
-        "to 2 of each worker's CPUs.",
+        ge=0,
+        description="Threads that run forward passes concurrently, or 0 to run them "
+        "on the event loop. Unset: each worker's CPUs less one, at most 2.",
     )
     torch_threads: int | None = Field(
         None,

@@ -11,15 +11,16 @@ Forward passes run on ``threads`` dedicated threads, so inference does not
 block the event loop, and with two or more threads one batch is gathered while
 another runs. TorchScript releases the GIL while the model runs: on a 2-core
 AMD EPYC VM, two threads classified 68,000 waveforms/s at batch 64 against
-35,000/s for one.
+35,000/s for one. With ``threads=0`` passes run on the event loop, which suits
+a worker with a single CPU, where a thread would only take turns with the loop.
 
-``inline_max_waveforms`` trades that for latency: a lone request of at most that
-many waveforms runs on the event loop when no thread is busy, no request went
-to the queue for ``INLINE_QUIET_S`` and no other request arrives within two
-event loop passes. On the same VM an empty round
-trip through a thread from uvloop cost 125 us of latency and 115 us of CPU,
-against a 260 us forward pass at batch 1, while a health check arriving during
-an inline pass waits for it to finish.
+``inline_max_waveforms`` trades that for latency: a lone request of at most
+that many waveforms runs on the event loop when no thread is busy, no request
+went to the queue for ``INLINE_QUIET_S`` and no other request arrives within
+two event loop passes. On the same VM an empty round trip through a thread
+from uvloop cost 125 us of latency and 115 us of CPU, against a 260 us forward
+pass at batch 1, while a health check arriving during an inline pass waits for
+it to finish.
 
 The event loop's share of each request is kept small because it serialises the
 whole service: a request costs one future and one timer, and the worker waits on
@@ -143,7 +144,7 @@ class InferenceEngine:
         self._last_queued_at = -math.inf
         self._thread_waiter: asyncio.Future[None] | None = None
         self._executor = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="inference"
+            max_workers=max(1, threads), thread_name_prefix="inference"
         )
         self._worker: asyncio.Task[None] | None = None
 
@@ -284,6 +285,9 @@ class InferenceEngine:
                 if len(jobs) == 1
                 else np.concatenate([job.waveforms for job in jobs])
             )
+            if not self.threads:
+                self._forward_inline(jobs, inputs, started)
+                continue
             self._busy_threads += 1
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._executor, self.run_sync, inputs)
@@ -291,9 +295,20 @@ class InferenceEngine:
                 partial(self._forward_done, jobs, len(inputs), started)
             )
 
+    def _forward_inline(
+        self, jobs: list[_Job], inputs: np.ndarray, started: float
+    ) -> None:
+        # With no inference threads every pass blocks the event loop.
+        try:
+            predictions = self.run_sync(inputs)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            self._fail(jobs, len(inputs), exc)
+        else:
+            self._complete(jobs, len(inputs), started, predictions)
+
     async def _wait_for_thread(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._busy_threads >= self.threads:
+        while self.threads and self._busy_threads >= self.threads:
             self._thread_waiter = loop.create_future()
             try:
                 await self._thread_waiter

@@ -35,16 +35,23 @@ def usable_cpus() -> int:
 
 # Two threads let one batch gather while another runs. Each thread takes the
 # GIL around every pass, which the event loop then waits for.
-# NOTE: the default of 2 was measured on 2 cores only.
+# NOTE: the cap of 2 was measured on 2 cores only.
 MAX_DEFAULT_INFERENCE_THREADS = 2
 
 
 def inference_thread_count(configured: int | None, workers: int) -> int:
-    """Return the configured count, or each worker's CPU share up to 2."""
+    """Return the configured count, or each worker's CPUs but one, up to 2.
+
+    A worker with one CPU gets no inference thread, and runs its forward passes
+    on the event loop: a thread would only take turns with the loop on that
+    CPU and add GIL hand-offs. Measured by ``python -m bench --sweep`` on 2
+    cores with 2 workers: passes on the event loop served 8,453 req/s at 32
+    connections, and two runs with one thread each 7,337 and 5,108.
+    """
     if configured is not None:
         return configured
     share = usable_cpus() // workers
-    return max(1, min(MAX_DEFAULT_INFERENCE_THREADS, share))
+    return max(0, min(MAX_DEFAULT_INFERENCE_THREADS, share - 1))
 
 
 def torch_thread_count(
@@ -54,11 +61,12 @@ def torch_thread_count(
 
     Each worker keeps one CPU of its share for its event loop, which parses and
     serialises every request while torch runs, and divides the rest among its
-    inference threads. Measured by ``python -m bench`` on 2 cores with one
-    worker and one inference thread: torch with 1 thread served 2,372 req/s at
-    32 connections, with 2 threads 1,251 req/s.
+    inference threads, or gives it to the loop's own passes when there are
+    none. Measured by ``python -m bench`` on 2 cores with one worker and one
+    inference thread: torch with 1 thread served 2,372 req/s at 32
+    connections, with 2 threads 1,251 req/s.
     """
     if configured is not None:
         return configured
     share = usable_cpus() // workers
-    return max(1, (share - 1) // inference_threads)
+    return max(1, (share - 1) // max(1, inference_threads))

@@ -459,3 +459,21 @@ def test_engine_inline_waits_for_quiet_period() -> None:
     assert module.batch_sizes == [2, 1, 1], module.batch_sizes
     assert loop_thread not in module.threads[:2], module.threads
     assert module.threads[2] == loop_thread, module.threads
+
+
+def test_engine_no_threads_batches_on_loop() -> None:
+    module = StandInModule()
+    engine = _engine(module, threads=0)
+
+    async def scenario() -> tuple[int, list[Predictions]]:
+        tasks = [
+            asyncio.create_task(engine.classify(_waveforms(value)))
+            for value in (0.1, 0.2, 0.3)
+        ]
+        return threading.get_ident(), await asyncio.gather(*tasks)
+
+    loop_thread, results = _run(engine, scenario)
+    assert module.batch_sizes == [3], module.batch_sizes
+    assert module.threads == [loop_thread], module.threads
+    firsts = [result.probabilities[0, 0] for result in results]
+    assert firsts == pytest.approx([0.1, 0.2, 0.3]), firsts
