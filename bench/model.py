@@ -70,16 +70,18 @@ def eager_model_from(loaded: LoadedModel) -> WaveformClassifier:
     """
     state = loaded.module.state_dict()
     hidden_size = state["lstm.weight_hh_l0"].shape[1]
-    model = WaveformClassifier(hidden_size, len(loaded.class_names))
+    classes = len(loaded.class_names)
+    model = WaveformClassifier(hidden_size, classes)
     with torch.no_grad():
         model.cell.input_to_gates.weight.copy_(state["lstm.weight_ih_l0"])
         model.cell.input_to_gates.bias.copy_(state["lstm.bias_ih_l0"])
         model.cell.hidden_to_gates.weight.copy_(state["lstm.weight_hh_l0"])
         model.cell.hidden_to_gates.bias.copy_(state["lstm.bias_hh_l0"])
-        model.head.weight.copy_(state["head.weight"])
-        model.head.bias.copy_(state["head.bias"])
-        model.outlier_head.weight.copy_(state["outlier_head.weight"])
-        model.outlier_head.bias.copy_(state["outlier_head.bias"])
+        # The export stacks the class head's rows over the outlier head's row.
+        model.head.weight.copy_(state["heads.weight"][:classes])
+        model.head.bias.copy_(state["heads.bias"][:classes])
+        model.outlier_head.weight.copy_(state["heads.weight"][classes:])
+        model.outlier_head.bias.copy_(state["heads.bias"][classes:])
     return model.eval()
 
 

@@ -55,9 +55,11 @@ class ExportedClassifier(nn.Module):
     def __init__(self, model: WaveformClassifier) -> None:
         super().__init__()
         hidden_size = model.hidden_size
+        self.num_classes = model.head.out_features
         self.lstm = nn.LSTM(1, hidden_size, batch_first=True)
-        self.head = nn.Linear(hidden_size, model.head.out_features)
-        self.outlier_head = nn.Linear(hidden_size, 1)
+        # Class logits and the outlier score from one matrix product: rows
+        # 0 to C-1 are ``head``, row C is ``outlier_head``.
+        self.heads = nn.Linear(hidden_size, self.num_classes + 1)
         cell = model.cell
         self.lstm.load_state_dict(
             {
@@ -67,8 +69,11 @@ class ExportedClassifier(nn.Module):
                 "bias_hh_l0": cell.hidden_to_gates.bias,
             }
         )
-        self.head.load_state_dict(model.head.state_dict())
-        self.outlier_head.load_state_dict(model.outlier_head.state_dict())
+        with torch.no_grad():
+            self.heads.weight.copy_(
+                torch.cat([model.head.weight, model.outlier_head.weight])
+            )
+            self.heads.bias.copy_(torch.cat([model.head.bias, model.outlier_head.bias]))
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Return the last hidden state (B, H) for waveforms (B, T) or (B, T, 1)."""
@@ -81,15 +86,14 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Return class probabilities (B, C)."""
-        return torch.softmax(self.head(self.features(waveforms)), dim=1)
+        return self.classify(waveforms)[0]
 
     @torch.jit.export
     def classify(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return class probabilities (B, C) and out-of-distribution scores (B,)."""
-        features = self.features(waveforms)
-        probabilities = torch.softmax(self.head(features), dim=1)
-        scores = self.outlier_head(features).squeeze(1)
-        return probabilities, scores
+        outputs = self.heads(self.features(waveforms))  # (B, C + 1)
+        probabilities = torch.softmax(outputs[:, : self.num_classes], dim=1)
+        return probabilities, outputs[:, self.num_classes]
 
 
 def script(model: WaveformClassifier) -> torch.jit.ScriptModule:
