@@ -13,9 +13,9 @@ _EXAMPLE_WAVEFORM: list[Any] = [
     round(((i * 7 % 100) / 50) - 1, 2) for i in range(INPUT_LENGTH)
 ]
 _EXAMPLE_PROBABILITIES: dict[str, Any] = {
-    "sine": 0.0012,
-    "square": 0.0023,
-    "sawtooth": 0.9965,
+    "sine": 0.0005,
+    "square": 0.0019,
+    "sawtooth": 0.9976,
 }
 
 Sample = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
@@ -61,7 +61,7 @@ class Prediction(BaseModel):
                 {
                     "label": "sawtooth",
                     "probabilities": _EXAMPLE_PROBABILITIES,
-                    "ood_score": -9.4,
+                    "ood_score": -5.16,
                     "out_of_distribution": False,
                 }
             ]

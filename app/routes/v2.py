@@ -46,14 +46,14 @@ _EXAMPLE_REQUEST = {
 }
 _EXAMPLE_RESPONSE = {
     "model_name": "wavecls",
-    "model_version": "14c84d7ba051",
+    "model_version": "1acb40715062",
     "id": "42",
     "outputs": [
         {
             "name": "probabilities",
             "datatype": "FP32",
             "shape": [1, 3],
-            "data": [0.0004, 0.9992, 0.0004],
+            "data": [0.002, 0.9966, 0.0014],
         },
         {
             "name": "label",
@@ -65,7 +65,7 @@ _EXAMPLE_RESPONSE = {
 }
 _EXAMPLE_METADATA = {
     "name": "wavecls",
-    "versions": ["14c84d7ba051"],
+    "versions": ["1acb40715062"],
     "platform": "pytorch_torchscript",
     "inputs": [{"name": "waveform", "datatype": "FP32", "shape": [-1, 100]}],
     "outputs": [
@@ -77,8 +77,8 @@ _EXAMPLE_METADATA = {
     "parameters": {
         "class_names": "sine,square,sawtooth",
         "input_length": 100,
-        "ood_threshold": -3.48,
-        "sha256": "48f5b3d5...",
+        "ood_threshold": -1.73,
+        "sha256": "1acb4071...",
     },
 }
 
