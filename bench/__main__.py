@@ -5,7 +5,7 @@ processes on 127.0.0.1 with the same server settings, drives both with wrk, and
 writes ``benchmarks/results.json`` and ``benchmarks/results.md``. Every process
 it starts is stopped by PID on exit, Ctrl-C and failure included.
 
-    python -m bench                  # about 3 minutes
+    python -m bench                  # about 2 minutes
     python -m bench --sweep          # also compares workers and torch threads
     python -m bench --quick --output-dir /tmp/bench   # seconds: a smoke run
 """
@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -109,7 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("main run")
     run.add_argument(
-        "--duration", type=float, default=10.0, help="measured seconds per case"
+        "--duration", type=float, default=5.0, help="measured seconds per run"
+    )
+    run.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per case and server, alternating the servers; the median run "
+        "by requests/s is reported",
     )
     run.add_argument(
         "--warmup", type=float, default=2.0, help="unmeasured seconds before each case"
@@ -144,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sweep-workers", default="1,2", help="uvicorn worker counts")
     sweep.add_argument(
         "--sweep-inference-threads",
-        default="1,2",
+        default="0,1,2",
         help="inference thread counts (WAVECLS_INFERENCE_THREADS)",
     )
     sweep.add_argument(
@@ -176,6 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.output_dir = QUICK_OUTPUT
     if args.quick:
         args.duration, args.warmup, args.sweep_duration = 1.0, 0.0, 1.0
+        args.repeats = 1
     for item in args.env:
         if not item.startswith("WAVECLS_") or "=" not in item:
             parser.error(
@@ -244,6 +252,17 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
+def median_row(runs: Sequence[LoadRow]) -> LoadRow:
+    """Return the run with the median requests/s, listing every run's figure."""
+    ordered = sorted(runs, key=lambda row: row.result.requests_per_s)
+    median = ordered[(len(ordered) - 1) // 2]
+    return replace(
+        median,
+        runs_requests_per_s=tuple(row.result.requests_per_s for row in runs),
+        other_runs_errors=sum(row.result.errors for row in runs) - median.result.errors,
+    )
+
+
 def run_load(
     wrk: str,
     settings: Settings,
@@ -253,10 +272,15 @@ def run_load(
     duration_s: float,
     warmup_s: float,
     with_trivial: bool = True,
+    repeats: int = 1,
 ) -> tuple[list[LoadRow], float]:
-    """Run every case against wavecls and the trivial app, alternating per case.
+    """Run every case against wavecls and the trivial app, alternating per run.
 
-    Returns the rows and wavecls's startup time.
+    With ``repeats`` above 1, each case runs that often against each server,
+    alternating the servers, and its row is the median run by requests/s.
+    Each wrk run opens new connections, so the runs also differ in how the
+    connections fall on the workers. Returns the rows and wavecls's startup
+    time.
     """
     tag = settings.label.replace(" ", "_").replace("=", "")
     service = Server(
@@ -276,18 +300,20 @@ def run_load(
         if with_trivial:
             servers.append(stack.enter_context(running(trivial)))
         for case in cases:
-            for server in servers:
-                rows.append(
-                    run_case(
+            runs: dict[str, list[LoadRow]] = {server.name: [] for server in servers}
+            for repeat in range(repeats):
+                for server in servers:
+                    row = run_case(
                         wrk,
                         server,
                         settings,
                         case,
                         scripts[case.name],
                         duration_s,
-                        warmup_s,
+                        warmup_s if repeat == 0 else 0.0,
                     )
-                )
+                    runs[server.name].append(row)
+            rows += [median_row(server_runs) for server_runs in runs.values()]
     return rows, service.startup_s
 
 
@@ -331,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{key}={value}" for key, value in main_settings.service_env().items()
         ),
         "duration_s": args.duration,
+        "repeats": args.repeats,
         "warmup_s": args.warmup,
     }
 
@@ -363,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 directory,
                 args.duration,
                 args.warmup,
+                repeats=args.repeats,
             )
             sweep_rows: list[LoadRow] = []
             if args.sweep:

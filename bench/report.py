@@ -50,6 +50,16 @@ class LoadRow:
     server_cpu_s: float  # CPU time of the serving processes during the run
     max_rss_bytes: int
     health_max_s: float | None  # slowest GET /health/live during the run
+    # Requests/s of every repeated run of this case, when it was repeated; the
+    # row itself is the median run.
+    runs_requests_per_s: tuple[float, ...] = ()
+    # Error responses in the repeated runs other than the median one.
+    other_runs_errors: int = 0
+
+    @property
+    def errors(self) -> int:
+        """Error responses in every run of this case."""
+        return self.result.errors + self.other_runs_errors
 
     @property
     def waveforms_per_s(self) -> float:
@@ -125,19 +135,20 @@ def load_table(rows: Sequence[LoadRow]) -> list[str]:
     lines = [
         "| case | server | settings | requests/s | waveforms/s | p50 ms | p99 ms "
         "| errors | server CPU us/request | RSS MiB | ratio to trivial "
-        "| slowest /health/live ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| slowest /health/live ms | requests/s of each run |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         ratio = ratio_to_trivial(rows, row)
+        runs = ", ".join(f"{value:,.0f}" for value in row.runs_requests_per_s)
         lines.append(
             f"| {row.case.description} | {row.server} | {row.settings} "
             f"| {row.result.requests_per_s:,.0f} | {row.waveforms_per_s:,.0f} "
             f"| {_ms(row.result.p50_s)} | {_ms(row.result.p99_s)} "
-            f"| {row.result.errors} | {row.cpu_us_per_request:,.0f} "
+            f"| {row.errors} | {row.cpu_us_per_request:,.0f} "
             f"| {row.max_rss_bytes / MIB:.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}'} "
-            f"| {_ms(row.health_max_s)} |"
+            f"| {_ms(row.health_max_s)} | {runs or '-'} |"
         )
     return lines
 
@@ -258,7 +269,7 @@ def _throughput_targets(rows: Sequence[LoadRow]) -> list[Target]:
 
 def _process_targets(rows: Sequence[LoadRow], startup_s: float) -> list[Target]:
     service_rows = [row for row in rows if row.server == "wavecls"]
-    errors = sum(row.result.errors for row in service_rows)
+    errors = sum(row.errors for row in service_rows)
     rss = max((row.max_rss_bytes for row in service_rows), default=0)
     return [
         Target("errors in all wavecls cases", str(errors), "0", errors == 0),
@@ -305,7 +316,7 @@ def recommend(rows: Sequence[LoadRow]) -> tuple[str | None, list[str]]:
     Each case's score (throughput, or 1/p50 with one connection) is divided by
     the best score of that case, so every case weighs the same.
     """
-    service = [row for row in rows if row.server == "wavecls" and not row.result.errors]
+    service = [row for row in rows if row.server == "wavecls" and not row.errors]
     cases = sorted({row.case.name for row in service})
     best = {
         case: max(_case_score(row) for row in service if row.case.name == case)
@@ -367,7 +378,8 @@ def _row_json(rows: Sequence[LoadRow], row: LoadRow) -> dict[str, Any]:
         **asdict(row.result),
         "requests_per_s": row.result.requests_per_s,
         "waveforms_per_s": row.waveforms_per_s,
-        "errors": row.result.errors,
+        "errors": row.errors,
+        "runs_requests_per_s": list(row.runs_requests_per_s),
         "server_cpu_us_per_request": row.cpu_us_per_request,
         "max_rss_bytes": row.max_rss_bytes,
         "health_max_s": row.health_max_s,
@@ -400,8 +412,10 @@ def markdown(
         + "; the benchmark, the servers and wrk share these cores",
         f"- server: `{info['server_command']}`",
         f"- wavecls environment: `{info['service_env']}`",
-        f"- each case: {info['warmup_s']:g} s warm-up, then {info['duration_s']:g} s "
-        "measured with wrk over loopback",
+        f"- each case: {info['warmup_s']:g} s warm-up, then "
+        f"{info.get('repeats', 1)} runs of {info['duration_s']:g} s per server, "
+        "measured with wrk (one thread) over loopback, alternating the servers; "
+        "each row is the median run by requests/s",
         "",
         "## Targets",
         "",

@@ -14,7 +14,9 @@ from typing import IO
 
 import pytest
 
-from bench.load import LoadToolError, find_wrk
+from bench.__main__ import median_row
+from bench.load import LoadResult, LoadToolError, find_wrk
+from bench.report import Case, LoadRow
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +135,20 @@ def test_bench_inprocess_reports_cpu(tmp_path: Path) -> None:
     match = re.search(r"requests=64 concurrency=32 loop_cpu_us=([\d.]+)", output)
     assert match, output
     assert float(match[1]) > 0, output
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+def test_bench_median_run_of_repeats(order: tuple[int, int, int]) -> None:
+    case = Case("single_c32", 1, 32, 1)
+    counts = [(3000, 0), (5000, 2), (7000, 1)]  # (requests in 1 s, status errors)
+
+    def run(requests: int, errors: int) -> LoadRow:
+        result = LoadResult(requests, 1.0, errors, 0, 0, 0.004, 0.009, 0.02)
+        return LoadRow(case, "wavecls", "workers=2", result, 0.5, 1 << 28, None)
+
+    runs = [run(*counts[index]) for index in order]
+    median = median_row(runs)
+
+    assert median.result.requests == 5000, median
+    assert sorted(median.runs_requests_per_s) == [3000.0, 5000.0, 7000.0]
+    assert median.errors == 3, "errors of the other runs were dropped"
