@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Threads that run forward passes concurrently, or 0 to run them "
-        "on the event loop. Unset: each worker's CPUs less one, at most 2.",
+        "on the event loop. Unset: each worker's CPUs less one, from 1 to 2.",
     )
     torch_threads: int | None = Field(
         None,

@@ -11,8 +11,8 @@ Forward passes run on ``threads`` dedicated threads, so inference does not
 block the event loop, and with two or more threads one batch is gathered while
 another runs. TorchScript releases the GIL while the model runs: on a 2-core
 AMD EPYC VM, two threads classified 68,000 waveforms/s at batch 64 against
-35,000/s for one. With ``threads=0`` passes run on the event loop, which suits
-a worker with a single CPU, where a thread would only take turns with the loop.
+35,000/s for one. With ``threads=0`` passes run on the event loop, which saves
+the thread hand-offs but holds every other request during a pass.
 
 ``inline_max_waveforms`` trades that for latency: a lone request of at most
 that many waveforms runs on the event loop when no thread is busy, no request

@@ -40,18 +40,18 @@ MAX_DEFAULT_INFERENCE_THREADS = 2
 
 
 def inference_thread_count(configured: int | None, workers: int) -> int:
-    """Return the configured count, or each worker's CPUs but one, up to 2.
+    """Return the configured count, or each worker's CPUs but one, from 1 to 2.
 
-    A worker with one CPU gets no inference thread, and runs its forward passes
-    on the event loop: a thread would only take turns with the loop on that
-    CPU and add GIL hand-offs. Measured by ``python -m bench --sweep`` on 2
-    cores with 2 workers: passes on the event loop served 8,453 req/s at 32
-    connections, and two runs with one thread each 7,337 and 5,108.
+    ``WAVECLS_INFERENCE_THREADS=0`` runs passes on the event loop instead,
+    which saves the thread hand-offs but leaves health checks waiting during a
+    long pass. On 2 cores with 2 workers, ``python -m bench --sweep`` could not
+    tell the two apart: at 32 connections, runs with 0 threads served 6,166 to
+    8,453 req/s and runs with 1 thread 5,108 to 8,155.
     """
     if configured is not None:
         return configured
     share = usable_cpus() // workers
-    return max(0, min(MAX_DEFAULT_INFERENCE_THREADS, share - 1))
+    return max(1, min(MAX_DEFAULT_INFERENCE_THREADS, share - 1))
 
 
 def torch_thread_count(

@@ -115,7 +115,7 @@ def test_torch_thread_count_divides_among_inference_threads(
 
 
 @pytest.mark.parametrize(
-    ("workers", "expected"), [(1, 2), (2, 2), (4, 1), (8, 0), (16, 0)]
+    ("workers", "expected"), [(1, 2), (2, 2), (4, 1), (8, 1), (16, 1)]
 )
 def test_inference_thread_count_default(
     eight_cpus: pytest.MonkeyPatch, workers: int, expected: int
