@@ -16,8 +16,8 @@ the thread hand-offs but holds every other request during a pass.
 
 ``inline_max_waveforms`` trades that for latency: a lone request of at most
 that many waveforms runs on the event loop when no thread is busy, no request
-went to the queue for ``INLINE_QUIET_S`` and no other request arrives within
-two event loop passes. On the same VM an empty round trip through a thread
+met another for ``INLINE_QUIET_S`` and no other request arrives within two
+event loop passes. On the same VM an empty round trip through a thread
 from uvloop cost 125 us of latency and 115 us of CPU, against a 260 us forward
 pass at batch 1, while a health check arriving during an inline pass waits for
 it to finish.
@@ -50,10 +50,11 @@ CPU = torch.device("cpu")
 # Event loop passes without a new request after which a batch stops waiting: a
 # request already read from its socket reaches the queue within two passes.
 IDLE_PASSES = 2
-# A request runs inline only when no request went to the queue for this long.
-# Under concurrent load, one arriving just after a batch finished would
-# otherwise find the engine idle, and block the event loop while the others'
-# responses and next requests wait.
+# A request runs inline only when no request met another for this long. Under
+# concurrent load, one arriving just after a batch finished would otherwise
+# find the engine idle, and block the event loop while the others' responses
+# and next requests wait. A lone request that goes to the queue, because it is
+# too large to run inline, does not count as meeting another.
 INLINE_QUIET_S = 0.05
 
 
@@ -141,7 +142,8 @@ class InferenceEngine:
         self._busy_threads = 0
         # A request is checking whether it may run on the event loop.
         self._inline_pending = False
-        self._last_queued_at = -math.inf
+        # When a request last found others queued, running or arriving.
+        self._concurrent_at = -math.inf
         self._thread_waiter: asyncio.Future[None] | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, threads), thread_name_prefix="inference"
@@ -195,12 +197,15 @@ class InferenceEngine:
                 f"{self.max_queued_waveforms}"
             )
         enqueued_at = time.perf_counter()
-        if self._may_run_inline(count, enqueued_at):
+        if self._queue or self._busy_threads or self._inline_pending:
+            self._concurrent_at = enqueued_at
+        elif self._may_run_inline(count, enqueued_at):
             predictions = await self._run_inline(waveforms, enqueued_at)
             if predictions is not None:
                 return predictions
+            # Another request arrived while this one checked for company.
+            self._concurrent_at = time.perf_counter()
 
-        self._last_queued_at = time.perf_counter()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Predictions] = loop.create_future()
         self._queue.append(_Job(waveforms, future, enqueued_at))
@@ -316,12 +321,10 @@ class InferenceEngine:
                 self._thread_waiter = None
 
     def _may_run_inline(self, count: int, now: float) -> bool:
+        # The caller has checked that no other request is queued or running.
         return (
             count <= self.inline_max_waveforms
-            and not self._inline_pending
-            and not self._busy_threads
-            and not self._queue
-            and now - self._last_queued_at > INLINE_QUIET_S
+            and now - self._concurrent_at > INLINE_QUIET_S
         )
 
     async def _run_inline(

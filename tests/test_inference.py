@@ -477,3 +477,20 @@ def test_engine_no_threads_batches_on_loop() -> None:
     assert module.threads == [loop_thread], module.threads
     firsts = [result.probabilities[0, 0] for result in results]
     assert firsts == pytest.approx([0.1, 0.2, 0.3]), firsts
+
+
+def test_engine_large_lone_request_keeps_inline() -> None:
+    module = StandInModule()
+    engine = _engine(module, inline_max=1)
+
+    async def scenario() -> int:
+        # A lone request too large to run inline goes to a thread, but it met
+        # no other request, so the small one right after it still runs inline.
+        await engine.classify(_waveforms(0.1, 0.2))
+        await engine.classify(_waveforms(0.3))
+        return threading.get_ident()
+
+    loop_thread = _run(engine, scenario)
+    assert module.batch_sizes == [2, 1], module.batch_sizes
+    assert module.threads[0] != loop_thread, module.threads
+    assert module.threads[1] == loop_thread, module.threads
