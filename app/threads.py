@@ -46,7 +46,7 @@ def inference_thread_count(configured: int | None, workers: int) -> int:
     which saves the thread hand-offs but leaves health checks waiting during a
     long pass. On 2 cores with 2 workers, ``python -m bench --sweep`` could not
     tell the two apart: at 32 connections, runs with 0 threads served 6,166 to
-    8,453 req/s and runs with 1 thread 5,108 to 8,155.
+    8,870 req/s and runs with 1 thread 5,108 to 8,155 (benchmarks/README.md).
     """
     if configured is not None:
         return configured
