@@ -18,6 +18,7 @@ import time
 from typing import Literal
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import METRICS_PATH, Metrics, route_label, schema_paths
@@ -29,6 +30,9 @@ MAX_REQUEST_ID_LENGTH = 128
 # Letters, digits and -._: only, so an incoming id can neither split a log line
 # nor inject a header when it is sent back.
 REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+# Status logged and counted for a request whose client went away before the
+# application could answer, as nginx does; it is never sent.
+CLIENT_CLOSED_REQUEST = 499
 _id_source = random.Random()
 # A forked worker reseeds, or it would repeat its parent's ids.
 os.register_at_fork(after_in_child=_id_source.seed)
@@ -182,6 +186,9 @@ class RequestMiddleware:
                 log_request(scope, status, started, request_id, logging.ERROR)
                 raise
             await self.reject(send_with_request_id)
+        except ClientDisconnect:
+            # Nobody is left to answer; nginx's 499 labels such requests.
+            status = CLIENT_CLOSED_REQUEST
         except Exception:
             if response_started:
                 # Too late for a 500: the server aborts the connection and logs

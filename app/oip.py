@@ -24,7 +24,13 @@ import numpy as np
 
 from app.artifact import LoadedModel
 from app.inference import Predictions
-from app.validation import FLOAT32_MAX, NUMBER_TYPES, BodyValidationError, decode_json
+from app.validation import (
+    FLOAT32_MAX,
+    NUMBER_TYPES,
+    BodyValidationError,
+    decode_json,
+    utf8_safe,
+)
 
 MODEL_NAME = "wavecls"
 PLATFORM = "pytorch_torchscript"
@@ -156,9 +162,18 @@ def _decode(header: bytes) -> dict[str, Any]:
 
 def _request_id(document: dict[str, Any]) -> str | None:
     request_id = document.get("id")
-    if request_id is None or isinstance(request_id, str):
-        return request_id
-    raise InferenceRequestError(f"'id' must be a string, got {_describe(request_id)}")
+    if request_id is None:
+        return None
+    if not isinstance(request_id, str):
+        raise InferenceRequestError(
+            f"'id' must be a string, got {_describe(request_id)}"
+        )
+    if utf8_safe(request_id) != request_id:
+        # The id is sent back, and a lone surrogate cannot be encoded as UTF-8.
+        raise InferenceRequestError(
+            f"'id' must be valid Unicode text, got {request_id!r}"
+        )
+    return request_id
 
 
 def _single_input(document: dict[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,11 @@ class BodyValidationError(ValueError):
 def _error(
     kind: str, loc: tuple[Any, ...], msg: str, value: Any = None
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": kind, "loc": ["body", *loc], "msg": msg}
+    entry: dict[str, Any] = {
+        "type": kind,
+        "loc": ["body", *(_json_safe(part) for part in loc)],
+        "msg": msg,
+    }
     if value is not None and not isinstance(value, list | dict):
         entry["input"] = _json_safe(value)
     return entry
@@ -57,7 +61,19 @@ def _json_safe(value: Any) -> Any:
         return str(value)
     if type(value) is int and not -(2**63) <= value < 2**64:
         return _short(value)
+    if isinstance(value, str):
+        return utf8_safe(value)
     return value
+
+
+def utf8_safe(text: str) -> str:
+    """Return ``text`` with lone surrogates (from JSON escapes such as \\ud800)
+    written as backslash escapes, so that it can be encoded as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def decode_json(body: bytes) -> Any:

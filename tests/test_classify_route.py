@@ -130,3 +130,50 @@ def test_classify_route_counted_by_template(client: TestClient) -> None:
     before = classify_count()
     assert client.post("/classify", json=BODIES[0]).status_code == 200
     assert classify_count() == before + 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"waveform": "\\ud800"}',
+        b'{"waveforms": ["\\udfff"]}',
+        b'{"waveform": [' + b"0.5, " * (INPUT_LENGTH - 1) + b'"\\ud800"]}',
+        b'{"waveform": [0.5], "\\ud800": 1}',
+    ],
+    ids=["waveform", "batch-member", "sample", "unknown-key"],
+)
+def test_classify_route_lone_surrogate_422(client: TestClient, body: bytes) -> None:
+    response = client.post(
+        "/classify", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert "\\ud" in response.text, response.text
+
+
+def test_classify_route_client_disconnect_499(client: TestClient) -> None:
+    app: Any = client.app
+    messages = [
+        {"type": "http.request", "body": b'{"waveform": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/classify",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    client.portal.call(app, scope, receive, send)  # type: ignore[union-attr]
+
+    assert sent == [], sent
+    metrics = client.get("/metrics").text
+    assert 'route="/classify",status="499"' in metrics, "disconnect not counted"

@@ -528,3 +528,13 @@ def test_v2_infer_overloaded_is_503(guarded_client: TestClient) -> None:
     assert response.status_code == 503, response.text
     assert "retry later" in response.json()["error"]
     assert response.headers["Retry-After"] == "1"
+
+
+def test_v2_infer_rejects_lone_surrogate_id(client: TestClient) -> None:
+    body = json.dumps(_infer_body(generate(1, seed=2).waveforms, id="x"))
+    body = body.replace('"id": "x"', '"id": "\\ud800"')
+    response = client.post(
+        INFER, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert "'id' must be valid Unicode text" in response.json()["error"]

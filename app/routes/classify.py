@@ -160,12 +160,12 @@ async def serve_classify(scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(exc, scope["path"])
         await send_json(send, response.status, response.content, response.headers)
     except ClientDisconnect:
-        # The client is gone, so no response can reach it.
         logger.info(
             "client disconnected before the whole body arrived path=%s request_id=%s",
             scope["path"],
             scope.get("state", {}).get("request_id"),
         )
+        raise
 
 
 router = APIRouter(tags=["classify"])
