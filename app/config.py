@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="Maximum wait for the next part of a request body; a client "
+        "that stalls longer gets 408.",
+    )
 
     batch_max_waveforms: int = Field(
         256, ge=1, description="Most waveforms coalesced into one forward pass."

@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> WaveclsAPI:
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         request_log=settings.request_log,
+        body_timeout_s=settings.body_timeout_s,
     )
     if settings.api_token is None:
         app.shortcut = RequestMiddleware(
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> WaveclsAPI:
             metrics=metrics,
             max_body_bytes=settings.max_body_bytes,
             request_log=settings.request_log,
+            body_timeout_s=settings.body_timeout_s,
         )
         app.classify_route = next(
             route

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import select
 import socket
 import threading
@@ -288,7 +289,7 @@ def gated_client(
 ) -> Iterator[tuple[TestClient, GatedForwardPass]]:
     """Start an application whose forward passes wait for the test's release.
 
-    One inference thread and no inline passes, so that a held pass holds the
+    One inference thread and no inline passes, so that a held pass blocks the
     whole engine but never the event loop.
     """
     engine_settings = {"inference_threads": 1, "inline_max_waveforms": 0}
@@ -407,3 +408,62 @@ def test_classify_inference_timeout_503(settings: Settings) -> None:
         assert elapsed < 5, f"the timed-out request took {elapsed:.2f} s"
         after = client.post("/classify", json=waveforms(1))
         assert after.status_code == 200, after.text
+
+
+# Body time limit
+
+
+def test_body_timeout_408_for_stalled_body() -> None:
+    parts = [{"type": "http.request", "body": b'{"wave', "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop(0)
+        await asyncio.Event().wait()  # the client stalls
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = RequestMiddleware(
+        read_whole_body, Metrics(), LIMIT, body_timeout_s=0.05
+    )
+    headers = [(b"x-request-id", b"stall-1")]
+    asyncio.run(middleware(http_scope(headers), receive, send))
+
+    assert sent[0]["status"] == 408, sent
+    response_headers = dict(sent[0]["headers"])
+    assert response_headers[b"connection"] == b"close", response_headers
+    assert response_headers[b"x-request-id"] == b"stall-1", response_headers
+    assert "WAVECLS_BODY_TIMEOUT_S" in json.loads(sent[1]["body"])["detail"]
+
+
+def test_body_timeout_spares_wait_after_body() -> None:
+    # Once the body is complete, receive() only waits for the disconnect, as
+    # streaming responses do; that wait must not get a 408.
+    parts = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    outcome: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop(0)
+        await asyncio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        outcome.append((await receive())["type"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = RequestMiddleware(app, Metrics(), LIMIT, body_timeout_s=0.05)
+    asyncio.run(middleware(http_scope([]), receive, send))
+
+    assert outcome == ["http.disconnect"], outcome
+    assert sent[0]["status"] == 200, sent
