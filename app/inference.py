@@ -12,7 +12,7 @@ block the event loop, and with two or more threads one batch is gathered while
 another runs. TorchScript releases the GIL while the model runs: on a 2-core
 AMD EPYC VM, two threads classified 68,000 waveforms/s at batch 64 against
 35,000/s for one. With ``threads=0`` passes run on the event loop, which saves
-the thread hand-offs but holds every other request during a pass.
+the thread hand-offs but blocks every other request during a pass.
 
 ``inline_max_waveforms`` trades that for latency: a lone request of at most
 that many waveforms runs on the event loop when no thread is busy, no request
@@ -345,15 +345,7 @@ class InferenceEngine:
         except Exception:
             logger.exception("inference failed waveforms=%d", len(waveforms))
             raise
-        if self.on_batch:
-            stats = BatchStats(
-                len(waveforms),
-                1,
-                [started - enqueued_at],
-                time.perf_counter() - started,
-                predictions,
-            )
-            asyncio.get_running_loop().call_soon(self._notify, stats)
+        self._publish(len(waveforms), [enqueued_at], started, predictions)
         return predictions
 
     async def _stays_idle(self) -> bool:
@@ -396,17 +388,26 @@ class InferenceEngine:
         self, jobs: list[_Job], count: int, started: float, predictions: Predictions
     ) -> None:
         self._deliver(jobs, predictions)
+        self._publish(count, [job.enqueued_at for job in jobs], started, predictions)
+
+    def _publish(
+        self,
+        count: int,
+        enqueued_at: list[float],
+        started: float,
+        predictions: Predictions,
+    ) -> None:
+        # Observers run after the woken requests have sent their responses,
+        # which were scheduled first, so metrics add no latency.
         if not self.on_batch:
             return
         stats = BatchStats(
             count,
-            len(jobs),
-            [started - job.enqueued_at for job in jobs],
+            len(enqueued_at),
+            [started - enqueued for enqueued in enqueued_at],
             time.perf_counter() - started,
             predictions,
         )
-        # Observers run after the woken requests have sent their responses,
-        # which were scheduled first, so metrics add no latency.
         asyncio.get_running_loop().call_soon(self._notify, stats)
 
     def _notify(self, stats: BatchStats) -> None:

@@ -74,21 +74,27 @@ def loggable_path(path: str) -> str:
     return path.encode("unicode_escape").decode("ascii")
 
 
-def json_response_messages(
-    status: int, detail: str, headers: list[tuple[bytes, bytes]]
+def json_messages(
+    status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> tuple[Message, Message]:
-    """Return the ASGI start and body messages of a ``{"detail": ...}`` response."""
-    body = orjson.dumps({"detail": detail})
+    """Return the ASGI start and body messages of a JSON response ``body``."""
     start: Message = {
         "type": "http.response.start",
         "status": status,
         "headers": [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
+            (b"content-length", b"%d" % len(body)),
             *headers,
         ],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+def json_response_messages(
+    status: int, detail: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[Message, Message]:
+    """Return the ASGI start and body messages of a ``{"detail": ...}`` response."""
+    return json_messages(status, orjson.dumps({"detail": detail}), headers)
 
 
 class RequestMiddleware:

@@ -22,13 +22,13 @@ from starlette.types import Receive, Scope, Send
 from app.dependencies import get_engine, get_settings_from_app
 from app.errors import DOMAIN_ERRORS, ModelNotReadyError, error_response
 from app.inference import InferenceEngine, Predictions
+from app.middleware import json_messages
 from app.schemas import ClassifyBatchResponse, ClassifyOneResponse, ErrorDetail
 from app.validation import parse_classify_body
 
 logger = logging.getLogger(__name__)
 
 CLASSIFY_PATH = "/classify"
-JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 REQUEST_BODY_SCHEMA = {
     "oneOf": [
@@ -113,13 +113,12 @@ async def send_json_bytes(
     send: Send, status: int, content: bytes, headers: dict[str, str] | None = None
 ) -> None:
     """Send a complete response whose body is the JSON ``content``."""
-    raw_headers = [JSON_CONTENT_TYPE, (b"content-length", b"%d" % len(content))]
-    for name, value in (headers or {}).items():
-        raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    await send(
-        {"type": "http.response.start", "status": status, "headers": raw_headers}
-    )
-    await send({"type": "http.response.body", "body": content})
+    raw_headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in (headers or {}).items()
+    ]
+    for message in json_messages(status, content, raw_headers):
+        await send(message)
 
 
 async def send_json(
