@@ -331,7 +331,7 @@ class InferenceEngine:
         self, waveforms: np.ndarray, enqueued_at: float
     ) -> Predictions | None:
         # Classify on the event loop, or return None when another request
-        # arrives first: then both go to the batcher. See the module docstring.
+        # arrives first, so that both go to the batcher.
         self._inline_pending = True
         try:
             if not await self._stays_idle():

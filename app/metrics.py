@@ -163,7 +163,7 @@ class Metrics:
     def observe_request(
         self, method: str, route: str, status: int, duration_s: float, timed: bool
     ) -> None:
-        """Count one finished request; ``timed`` also records its latency.
+        """Count one finished request, and record its latency when ``timed``.
 
         ``timed`` requests must have been counted in flight when they started.
         """

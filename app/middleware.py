@@ -39,7 +39,7 @@ _id_source = random.Random()
 os.register_at_fork(after_in_child=_id_source.seed)
 
 
-# Log line policy: every request, errors only, or none; see RequestMiddleware.
+# Log line policy applied by RequestMiddleware: every request, errors only, or none.
 RequestLog = Literal["all", "errors", "off"]
 
 
@@ -63,7 +63,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
                 return value.decode("ascii")
             break
     # Ids only correlate log lines, so a fast non-cryptographic generator
-    # will do: secrets.token_hex made a system call per request.
+    # will do. secrets.token_hex made a system call per request.
     return f"{_id_source.getrandbits(128):032x}"
 
 

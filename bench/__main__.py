@@ -50,7 +50,7 @@ SERVICE_APP = "app.main:app"
 TRIVIAL_APP = "bench.trivial_app:app"
 BODY_SEED = 20_241_204
 # One wrk thread per case: on 2 cores a second one took CPU from the servers,
-# and the trivial app answered 6,087 req/s at 32 connections against 6,621.
+# and the trivial app served 6,087 req/s at 32 connections against 6,621.
 CASES = (
     Case("single_c32", 1, 32, 1),
     Case("single_c1", 1, 1, 1),

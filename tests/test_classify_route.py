@@ -90,10 +90,12 @@ def test_classify_route_errors_keep_status(client: TestClient) -> None:
 def test_classify_route_skips_fastapi_stack(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def refuse(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+    async def fail_if_called(
+        self: FastAPI, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         raise AssertionError(f"{scope['path']} went through FastAPI.__call__")
 
-    monkeypatch.setattr(FastAPI, "__call__", refuse)
+    monkeypatch.setattr(FastAPI, "__call__", fail_if_called)
     response = client.post(
         "/classify", json=BODIES[0], headers={"X-Request-ID": "shortcut-1"}
     )

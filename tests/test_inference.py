@@ -356,7 +356,7 @@ def test_engine_inline_yields_to_arriving_request() -> None:
     async def scenario() -> tuple[int, list[Predictions]]:
         first = asyncio.create_task(engine.classify(_waveforms(0.1)))
         await asyncio.sleep(0)
-        # The first request checks for company; another arrives meanwhile, so
+        # Another request arrives while the first checks for company, so
         # neither runs on the event loop and they share one pass on a thread.
         second = asyncio.create_task(engine.classify(_waveforms(0.3)))
         results = await asyncio.gather(first, second)
@@ -375,7 +375,7 @@ def test_engine_inline_waits_for_busy_thread() -> None:
 
     async def scenario() -> int:
         # Two waveforms are too many to run inline, so this pass takes the
-        # thread; a lone request meanwhile must not take the loop.
+        # thread. A lone request meanwhile must not take the loop.
         module.gate.clear()
         first = asyncio.create_task(engine.classify(_waveforms(0.1, 0.2)))
         await _until(module.started.is_set)
@@ -395,7 +395,7 @@ def test_engine_threads_run_passes_concurrently() -> None:
     engine = _engine(module, threads=2)
 
     async def scenario() -> list[Predictions]:
-        # The first pass occupies one thread; the next batch starts on the other.
+        # The first pass occupies one thread, and the next batch starts on the other.
         module.gate.clear()
         first = asyncio.create_task(engine.classify(_waveforms(0.1)))
         await _until(module.started.is_set)
